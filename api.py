@@ -1,0 +1,93 @@
+"""The jobs API: HTTP in, store calls, JSON out. Errors are raised and shaped by the middleware."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+import validation as v
+from models import Job
+from store import JobStore
+
+STORE = web.AppKey("store", JobStore)
+
+
+def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> web.Response:
+    return web.json_response(job.to_api(logs), status=status)
+
+
+async def read_json(request: web.Request, allow_empty: bool = False) -> object:
+    """The body as JSON. Mutations must say application/json: it closes the cross-site form route."""
+    raw = await request.read()
+    if raw.strip() and request.content_type != "application/json":
+        raise v.ApiError(415, "unsupported_media_type", "send the body as application/json")
+    return v.parse_json_body(raw, allow_empty=allow_empty)
+
+
+async def create_job(request: web.Request) -> web.Response:
+    new = v.parse_new_job(await read_json(request))
+    job = await request.app[STORE].enqueue(new)
+    response = job_response(job, status=201)
+    response.headers["Location"] = f"/api/jobs/{job.id}"
+    return response
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    statuses, queue, job_type, limit, offset = v.parse_list_query(request.query)
+    jobs, total = await request.app[STORE].list(statuses, queue, job_type, limit, offset)
+    return web.json_response(
+        {"jobs": [j.to_api() for j in jobs], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = v.check_job_id(request.match_info["id"])
+    job, logs = await request.app[STORE].get(job_id, with_logs=True)
+    return job_response(job, logs=logs)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = v.check_job_id(request.match_info["id"])
+    await request.app[STORE].delete(job_id)
+    return web.Response(status=204)
+
+
+async def _action(request: web.Request) -> tuple[JobStore, str]:
+    job_id = v.check_job_id(request.match_info["id"])
+    v.require_empty_object(await read_json(request, allow_empty=True))
+    return request.app[STORE], job_id
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    store, job_id = await _action(request)
+    return job_response(await store.cancel(job_id))
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    store, job_id = await _action(request)
+    return job_response(await store.retry(job_id))
+
+
+async def promote_job(request: web.Request) -> web.Response:
+    store, job_id = await _action(request)
+    return job_response(await store.promote(job_id))
+
+
+async def patch_job(request: web.Request) -> web.Response:
+    job_id = v.check_job_id(request.match_info["id"])
+    priority = v.parse_priority_patch(await read_json(request))
+    return job_response(await request.app[STORE].set_priority(job_id, priority))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/api/jobs", create_job),
+            web.get("/api/jobs", list_jobs),
+            web.get(r"/api/jobs/{id}", get_job),
+            web.delete(r"/api/jobs/{id}", delete_job),
+            web.patch(r"/api/jobs/{id}", patch_job),
+            web.post(r"/api/jobs/{id}/cancel", cancel_job),
+            web.post(r"/api/jobs/{id}/retry", retry_job),
+            web.post(r"/api/jobs/{id}/promote", promote_job),
+        ]
+    )

@@ -1,0 +1,123 @@
+"""Jobline's HTTP server: `create_app(settings)` and `python server.py`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+import redis.exceptions
+from aiohttp import web
+
+import api
+from keys import DEFAULT_PREFIX, Keys
+from store import JobNotFound, JobStateConflict, JobStore, connect
+from validation import ApiError
+
+log = logging.getLogger(__name__)
+
+REDIS = web.AppKey("redis", redis.Redis)
+MAX_BODY_BYTES = 1024 * 1024
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str = "redis://localhost:6379/0"
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            host=os.environ.get("HOST", cls.host),
+            port=int(os.environ.get("PORT", cls.port)),
+            redis_url=os.environ.get("REDIS_URL", cls.redis_url),
+        )
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes {"error": {"code", "message"}}; never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except JobNotFound:
+        return error_response(ApiError(404, "not_found", "no such job"))
+    except JobStateConflict as error:
+        return error_response(ApiError(409, "conflict", str(error)))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _HTTP_CODES.get(error.status, "error")
+        return error_response(ApiError(error.status, code, error.reason))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        log.warning("redis unavailable during %s %s: %s", request.method, request.path, error)
+        return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal_error", "unexpected server error"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), timeout=2)
+    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
+        return web.json_response({"redis": "unavailable"}, status=503)
+    return web.json_response({"redis": "ok"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = connect(settings.redis_url, socket_timeout=5)
+        app[REDIS] = client
+        app[api.STORE] = JobStore(client, Keys(settings.prefix))
+        yield
+        await client.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_get("/healthz", healthz)
+    api.add_routes(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = Settings.from_env()
+    parser = argparse.ArgumentParser(description="Jobline server: JSON API, SSE stream and dashboard.")
+    parser.add_argument("--host", default=defaults.host, help="interface to bind (env HOST)")
+    parser.add_argument("--port", type=int, default=defaults.port, help="port (env PORT)")
+    parser.add_argument("--redis-url", default=defaults.redis_url, help="Redis URL (env REDIS_URL)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(host=args.host, port=args.port, redis_url=args.redis_url, prefix=defaults.prefix)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The queue on Redis: every read and write of jobs, shared by the server and the worker.
+
+Multi-key changes go through the Lua scripts in scripts.py (registered once per store); reads are
+pipelined. Nothing here scans the keyspace: listings page through sorted-set indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+
+import scripts
+from keys import Keys
+from models import LOG_CAP, LOG_LINE_MAX, Job, Priority, Status, new_job_id
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class JobStateConflict(Exception):
+    """The job's state forbids the action (e.g. retrying a completed job)."""
+
+    def __init__(self, action: str, status: str) -> None:
+        super().__init__(f"cannot {action} a job that is {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated create request."""
+
+    name: str
+    type: str
+    queue: str
+    data: dict[str, Any]
+    priority: Priority
+    delay_ms: int
+    max_attempts: int
+    backoff_ms: int
+    timeout_ms: int | None
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A client with text replies and timeouts, so a dead Redis fails fast instead of hanging."""
+    options.setdefault("socket_connect_timeout", 2)
+    options.setdefault("health_check_interval", 15)
+    return redis.Redis.from_url(url, decode_responses=True, **options)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.redis = client
+        self.keys = keys or Keys()
+        register = client.register_script
+        self._enqueue = register(scripts.ENQUEUE)
+        self._claim = register(scripts.CLAIM)
+        self._update = register(scripts.UPDATE)
+        self._complete = register(scripts.COMPLETE)
+        self._fail = register(scripts.FAIL)
+        self._requeue = register(scripts.REQUEUE)
+        self._promote_due = register(scripts.PROMOTE_DUE)
+        self._cancel = register(scripts.CANCEL)
+        self._retry = register(scripts.RETRY)
+        self._promote = register(scripts.PROMOTE)
+        self._set_priority = register(scripts.SET_PRIORITY)
+        self._delete = register(scripts.DELETE)
+        self.heartbeat_script = register(scripts.HEARTBEAT)
+
+    # -- creating and reading -----------------------------------------------------------------
+    async def enqueue(self, new: NewJob) -> Job:
+        job = Job(
+            id=new_job_id(),
+            name=new.name,
+            type=new.type,
+            queue=new.queue,
+            data=new.data,
+            priority=new.priority,
+            max_attempts=new.max_attempts,
+            backoff_ms=new.backoff_ms,
+            timeout_ms=new.timeout_ms,
+        )
+        k = self.keys
+        fields = [item for pair in job.to_redis().items() for item in pair]
+        flat = await self._enqueue(
+            keys=[
+                *k.queue_block(job.queue),
+                k.job(job.id), k.seq, k.all_jobs, k.queue_jobs(job.queue),
+                k.type_index(job.type), k.queues,
+            ],  # fmt: skip
+            args=[job.id, k.job_channel(job.id), new.delay_ms, job.queue, *fields],
+        )
+        return Job.from_redis(_pairs(flat))
+
+    async def get(self, job_id: str, with_logs: bool = False) -> tuple[Job, list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            if with_logs:
+                pipe.lrange(self.keys.job_logs(job_id), 0, -1)
+            replies = await pipe.execute()
+        if not replies[0]:
+            raise JobNotFound(job_id)
+        return Job.from_redis(replies[0]), (replies[1] if with_logs else [])
+
+    async def list(
+        self,
+        statuses: list[Status],
+        queue: str | None,
+        job_type: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Job], int]:
+        """Newest first. One index answers a single filter; several are combined in a temp key."""
+        k = self.keys
+        if queue:
+            sources = [k.queue_status_index(queue, s) for s in statuses] or [k.queue_jobs(queue)]
+        else:
+            sources = [k.status_index(s) for s in statuses] or [k.all_jobs]
+        if job_type and sources == [k.all_jobs]:
+            sources, job_type = [k.type_index(job_type)], None  # the type index alone answers
+        combined = len(sources) > 1 or job_type is not None
+        source = k.temp(secrets.token_hex(8)) if combined else sources[0]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if combined:
+                pipe.zunionstore(source, sources, aggregate="MAX")
+                if job_type:
+                    pipe.zinterstore(source, [source, k.type_index(job_type)], aggregate="MAX")
+            pipe.zcard(source)
+            pipe.zrevrange(source, offset, offset + limit - 1)
+            if combined:
+                pipe.delete(source)
+            replies = await pipe.execute()
+        total, ids = replies[-3:-1] if combined else replies[-2:]
+        return await self._load(ids), total
+
+    async def _load(self, ids: list[str]) -> list[Job]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            hashes = await pipe.execute()
+        return [Job.from_redis(h) for h in hashes if h]  # a job deleted meanwhile is skipped
+
+    # -- API actions --------------------------------------------------------------------------
+    async def _job_action(self, action: str, script: Any, job_id: str, *extra: Any) -> Job:
+        queue = await self.redis.hget(self.keys.job(job_id), "queue")
+        if queue is None:
+            raise JobNotFound(job_id)
+        reply = await script(
+            keys=[*self.keys.queue_block(queue), self.keys.job(job_id)],
+            args=[job_id, self.keys.job_channel(job_id), *extra],
+        )
+        return self._outcome(action, reply)
+
+    def _outcome(self, action: str, reply: list[Any]) -> Job:
+        if reply[0] == "missing":
+            raise JobNotFound("")
+        if reply[0] == "conflict":
+            raise JobStateConflict(action, reply[1])
+        return Job.from_redis(_pairs(reply[1]))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._job_action("retry", self._retry, job_id)
+
+    async def promote(self, job_id: str) -> Job:
+        return await self._job_action("promote", self._promote, job_id)
+
+    async def set_priority(self, job_id: str, priority: Priority) -> Job:
+        return await self._job_action("change the priority of", self._set_priority, job_id, priority.value)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Waiting/delayed: cancelled now. Active: cancelled now, and its worker told to stop it."""
+        k = self.keys
+        while True:  # loops only if the job changed worker between the read and the script
+            queue, worker_id = await self.redis.hmget(k.job(job_id), ["queue", "workerId"])
+            if queue is None:
+                raise JobNotFound(job_id)
+            worker_id = worker_id or ""
+            reply = await self._cancel(
+                keys=[*k.queue_block(queue), k.job(job_id), k.processing(queue, worker_id)],
+                args=[job_id, k.job_channel(job_id), k.worker_channel(worker_id), worker_id],
+            )
+            if reply[0] != "moved":
+                return self._outcome("cancel", reply)
+
+    async def delete(self, job_id: str) -> None:
+        k = self.keys
+        while True:
+            queue, job_type, worker_id = await self.redis.hmget(k.job(job_id), ["queue", "type", "workerId"])
+            if queue is None:
+                raise JobNotFound(job_id)
+            worker_id = worker_id or ""
+            reply = await self._delete(
+                keys=[
+                    *k.queue_block(queue), k.job(job_id), k.job_logs(job_id), k.all_jobs,
+                    k.queue_jobs(queue), k.type_index(job_type), k.processing(queue, worker_id),
+                ],  # fmt: skip
+                args=[job_id, k.job_channel(job_id), k.worker_channel(worker_id), worker_id],
+            )
+            if reply[0] == "missing":
+                raise JobNotFound(job_id)
+            if reply[0] == "ok":
+                return
+
+    # -- worker side --------------------------------------------------------------------------
+    async def claim(self, queue: str, worker_id: str, count: int, block_s: float) -> list[Job]:
+        """Move up to `count` ids into the worker's processing list and mark them active.
+
+        Non-blocking moves first (one round trip fills every free slot); if the queue is empty,
+        one blocking BLMOVE waits up to `block_s` for a single job.
+        """
+        k = self.keys
+        wait, processing = k.wait(queue), k.processing(queue, worker_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                pipe.lmove(wait, processing, "LEFT", "RIGHT")
+            ids = [i for i in await pipe.execute() if i is not None]
+        if not ids:
+            moved = await self.redis.blmove(wait, processing, block_s, "LEFT", "RIGHT")
+            if moved is None:
+                return []
+            ids = [moved]
+        return await self.mark_claimed(queue, worker_id, ids)
+
+    async def mark_claimed(self, queue: str, worker_id: str, ids: list[str]) -> list[Job]:
+        k = self.keys
+        args: list[str] = [worker_id]
+        for job_id in ids:
+            args += [job_id, k.job_channel(job_id)]
+        claimed = await self._claim(
+            keys=[*k.queue_block(queue), k.processing(queue, worker_id), *map(k.job, ids)],
+            args=args,
+        )
+        return [Job.from_redis(_pairs(flat)) for flat in claimed]
+
+    async def update(
+        self,
+        job: Job,
+        progress: int | None = None,
+        action: str | None = None,
+        log: str | None = None,
+    ) -> bool:
+        """Progress, action and/or a log line, published as one change. False: lease lost."""
+        k = self.keys
+        applied = await self._update(
+            keys=[k.events, k.job(job.id), k.job_logs(job.id)],
+            args=[
+                k.job_channel(job.id), job.worker_id or "", job.token,
+                "" if progress is None else progress,
+                "0" if action is None else "1", action or "",
+                "0" if log is None else "1", (log or "")[:LOG_LINE_MAX], LOG_CAP,
+            ],  # fmt: skip
+        )
+        return applied == 1
+
+    def _ack_keys(self, job: Job) -> list[str]:
+        k, worker_id = self.keys, job.worker_id or ""
+        return [
+            *k.queue_block(job.queue), k.processing(job.queue, worker_id), k.job(job.id), k.worker(worker_id)
+        ]  # fmt: skip
+
+    async def complete(self, job: Job, result: Any) -> bool:
+        result_json = json.dumps(result, separators=(",", ":"))
+        done = await self._complete(
+            keys=self._ack_keys(job),
+            args=[job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, result_json],
+        )
+        return done == 1
+
+    async def fail(self, job: Job, reason: str, retry: bool = True) -> str:
+        """Returns the job's new status ('delayed' for a retry, 'failed'), or '' if the lease was lost."""
+        return await self._fail(
+            keys=self._ack_keys(job),
+            args=[job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason, "1" if retry else "0"],
+        )
+
+    async def requeue(self, queue: str, worker_id: str, mode: str, max_recoveries: int = 2) -> int:
+        """Put a worker's claimed jobs of one queue back in line ('stalled' or 'shutdown')."""
+        k = self.keys
+        processing = k.processing(queue, worker_id)
+        ids = await self.redis.lrange(processing, 0, -1)
+        if not ids:
+            return 0
+        args: list[Any] = [worker_id, mode, max_recoveries]
+        for job_id in ids:
+            args += [job_id, k.job_channel(job_id)]
+        return await self._requeue(
+            keys=[*k.queue_block(queue), processing, *map(k.job, ids)], args=args
+        )
+
+    async def promote_due(self, queue: str, batch: int = 100) -> tuple[int, int]:
+        """Delayed jobs that are due become waiting. Returns (promoted, ms to the next one or -1)."""
+        k = self.keys
+        ids = await self.redis.zrange(k.delayed(queue), 0, batch - 1)
+        if not ids:
+            return 0, -1
+        args: list[str] = []
+        for job_id in ids:
+            args += [job_id, k.job_channel(job_id)]
+        promoted, wait_ms = await self._promote_due(
+            keys=[*k.queue_block(queue), *map(k.job, ids)], args=args
+        )
+        return promoted, wait_ms

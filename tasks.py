@@ -1,0 +1,73 @@
+"""Built-in job handlers. A handler is `async def handler(ctx, data) -> JSON-able result`.
+
+`ctx.progress(percent, action, log=None)` publishes progress, `ctx.log(text)` appends a log line and
+`ctx.job` is the job. Raise to fail the attempt (it is retried with backoff until maxAttempts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker import JobContext
+
+Handler = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
+
+WEB_AGENT_ACTIONS = (
+    "Navigating to page",
+    "Clicking button",
+    "Typing text",
+    "Scrolling",
+    "Taking screenshot",
+    "Reading page content",
+    "Filling form",
+    "Waiting for network",
+    "Extracting data",
+    "Submitting form",
+)
+
+
+class DemoFailure(RuntimeError):
+    """The demo's simulated failure (failRate / failAtStep)."""
+
+
+def _number(data: dict[str, Any], field: str, default: float, low: float, high: float) -> float:
+    value = data.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"data.{field} must be a number between {low} and {high}")
+    return value
+
+
+async def demo(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """A "web agent": `steps` actions of `stepMs` each, progress after every step."""
+    steps = int(_number(data, "steps", 10, 1, 10_000))
+    step_ms = _number(data, "stepMs", 1000, 0, 3_600_000)
+    fail_rate = _number(data, "failRate", 0, 0, 1)
+    fail_at = data.get("failAtStep")
+    if fail_at is not None:
+        fail_at = int(_number(data, "failAtStep", 0, 1, steps))
+    for step in range(1, steps + 1):
+        action = WEB_AGENT_ACTIONS[(step - 1) % len(WEB_AGENT_ACTIONS)]
+        await asyncio.sleep(step_ms / 1000)
+        if step == fail_at or (fail_rate and random.random() < fail_rate):
+            raise DemoFailure(f"{action} failed at step {step} of {steps}")
+        await ctx.progress(step * 100 // steps, action, log=f"step {step}/{steps}: {action}")
+    return {"steps": steps, "message": f"completed {steps} web-agent steps"}
+
+
+async def noop(ctx: JobContext, data: dict[str, Any]) -> None:
+    """Returns at once (for benchmarks)."""
+    return None
+
+
+async def sleep(ctx: JobContext, data: dict[str, Any]) -> dict[str, float]:
+    """Sleeps `data.ms` milliseconds (for benchmarks)."""
+    ms = _number(data, "ms", 50, 0, 3_600_000)
+    await asyncio.sleep(ms / 1000)
+    return {"slept": ms}
+
+
+TASKS: dict[str, Handler] = {"demo": demo, "noop": noop, "sleep": sleep}

