@@ -7,13 +7,16 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import redis.asyncio as redis
 import redis.exceptions
 from aiohttp import web
 
 import api
+import stream
 from keys import DEFAULT_PREFIX, Keys
 from store import JobNotFound, JobStateConflict, JobStore, connect
 from validation import ApiError
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 REDIS = web.AppKey("redis", redis.Redis)
 MAX_BODY_BYTES = 1024 * 1024
+DASHBOARD = Path(__file__).resolve().parent / "static" / "index.html"
+CORS_HEADERS = "Content-Type, Authorization, Last-Event-ID"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -40,13 +45,20 @@ class Settings:
     port: int = 8080
     redis_url: str = "redis://localhost:6379/0"
     prefix: str = DEFAULT_PREFIX
+    # Origins allowed to call the API from another page. "null" is a dashboard opened from disk;
+    # the dashboard served at / is same-origin and needs nothing. "*" allows every origin.
+    cors_origins: frozenset[str] = field(default_factory=lambda: frozenset({"null"}))
+    sse_ping_s: float = 15.0
 
     @classmethod
     def from_env(cls) -> Settings:
+        env = os.environ
+        origins = env.get("CORS_ORIGINS")
         return cls(
-            host=os.environ.get("HOST", cls.host),
-            port=int(os.environ.get("PORT", cls.port)),
-            redis_url=os.environ.get("REDIS_URL", cls.redis_url),
+            host=env.get("HOST", cls.host),
+            port=int(env.get("PORT", cls.port)),
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            **({"cors_origins": frozenset(o.strip() for o in origins.split(",") if o.strip())} if origins else {}),
         )
 
 
@@ -83,6 +95,44 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(ApiError(500, "internal_error", "unexpected server error"))
 
 
+def cors(settings: Settings) -> tuple[Any, Any]:
+    """A preflight middleware and a response hook (the hook also reaches the already-started stream)."""
+
+    def allowed(request: web.Request) -> str | None:
+        origin = request.headers.get("Origin")
+        if origin and ("*" in settings.cors_origins or origin in settings.cors_origins):
+            return origin
+        return None
+
+    @web.middleware
+    async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            if allowed(request) is None:
+                return error_response(ApiError(403, "forbidden", "origin not allowed (see CORS_ORIGINS)"))
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": CORS_HEADERS,
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        return await handler(request)
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        origin = allowed(request)
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Location"
+            response.headers.add("Vary", "Origin")
+
+    return preflight, on_prepare
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(DASHBOARD, headers={"Cache-Control": "no-cache"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), timeout=2)
@@ -92,7 +142,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    preflight, add_cors_headers = cors(settings)
+    app = web.Application(middlewares=[preflight, errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app.on_response_prepare.append(add_cors_headers)
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client = connect(settings.redis_url, socket_timeout=5)
@@ -102,7 +154,9 @@ def create_app(settings: Settings) -> web.Application:
         await client.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
+    app.router.add_get("/", dashboard)
     app.router.add_get("/healthz", healthz)
+    stream.add_routes(app, settings.sse_ping_s)  # before /api/jobs/{id}, which would match "stream"
     api.add_routes(app)
     return app
 
@@ -115,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default=defaults.redis_url, help="Redis URL (env REDIS_URL)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(host=args.host, port=args.port, redis_url=args.redis_url, prefix=defaults.prefix)
+    settings = replace(defaults, host=args.host, port=args.port, redis_url=args.redis_url)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
 
 

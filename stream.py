@@ -1,0 +1,151 @@
+"""`GET /api/jobs/stream`: Server-Sent Events with lossless resume.
+
+Every change is appended to a capped Redis stream and published, in one script (scripts.py), with the
+stream entry id as the SSE `id`. A connection subscribes first, then replays what the client missed
+from the stream, then forwards live messages, skipping any it already sent: no gap, no duplicate.
+If the subscription breaks (Redis restarted), it resubscribes and replays from where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import redis.asyncio as redis
+import redis.exceptions
+from aiohttp import web
+
+from api import STORE
+from keys import Keys
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = web.AppKey("ping_interval", float)
+STREAMS = web.AppKey("streams", set)  # handler tasks of open streams, stopped on shutdown
+REPLAY_BATCH = 500
+_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+EventId = tuple[int, int]
+
+
+def parse_event_id(raw: str | None) -> EventId | None:
+    match = _EVENT_ID.match(raw or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def sse(event: str, data: str, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
+
+
+class EventStream:
+    """One client's stream: its own pub/sub subscription and a cursor into the event history."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, response: web.StreamResponse, ping_s: float) -> None:
+        self.redis, self.keys, self.response, self.ping_s = client, keys, response, ping_s
+        self.cursor: EventId = (0, 0)
+
+    async def run(self, last_event_id: str | None) -> None:
+        if last_event_id is not None:
+            resume_from = parse_event_id(last_event_id)
+            if resume_from is None or not await self._retained(resume_from):
+                await self.response.write(sse("reset", "{}"))
+                last_event_id = None
+            else:
+                self.cursor = resume_from
+        if last_event_id is None:
+            self.cursor = await self._latest()
+        failures = 0
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.psubscribe(self.keys.job_channel_pattern, self.keys.queue_channel_pattern)
+                    await self._replay()
+                    failures = 0
+                    await self._forward(pubsub)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                failures += 1
+                log.warning("stream lost its subscription (%s); resubscribing", error)
+                await self.response.write(b": redis unavailable, retrying\n\n")
+                await asyncio.sleep(min(0.2 * 2**failures, 5))
+
+    async def _retained(self, event_id: EventId) -> bool:
+        """True if nothing after `event_id` has been trimmed away (and the id is not from the future)."""
+        oldest = await self.redis.xrange(self.keys.events, count=1)
+        latest = await self._latest()
+        if event_id > latest:
+            return False
+        return not oldest or event_id >= parse_event_id(oldest[0][0])  # type: ignore[operator]
+
+    async def _latest(self) -> EventId:
+        newest = await self.redis.xrevrange(self.keys.events, count=1)
+        return parse_event_id(newest[0][0]) if newest else (0, 0)  # type: ignore[return-value]
+
+    async def _replay(self) -> None:
+        while True:
+            start = f"({self.cursor[0]}-{self.cursor[1]}"
+            entries = await self.redis.xrange(self.keys.events, min=start, count=REPLAY_BATCH)
+            for event_id, fields in entries:
+                await self._send(event_id, fields["e"], fields["d"])
+            if len(entries) < REPLAY_BATCH:
+                return
+
+    async def _forward(self, pubsub: redis.client.PubSub) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=self.ping_s)
+            if message is None:
+                await self.response.write(b": ping\n\n")
+                continue
+            event_id, event, payload = message["data"].split("\n", 2)
+            await self._send(event_id, event, payload)
+
+    async def _send(self, event_id: str, event: str, payload: str) -> None:
+        parsed = parse_event_id(event_id)
+        if parsed is None or parsed <= self.cursor:
+            return  # already sent (replay and live overlap)
+        await self.response.write(sse(event, payload, event_id))
+        self.cursor = parsed
+
+
+async def job_stream(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # no proxy buffering of events
+        }
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    # EventSource sends Last-Event-ID on its own reconnects; a page that opens a new one passes it in the query.
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    task = asyncio.current_task()
+    streams = request.app[STREAMS]
+    streams.add(task)
+    try:
+        await EventStream(store.redis, store.keys, response, request.app[PING_INTERVAL]).run(last_event_id)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away, or the server is shutting down
+    finally:
+        streams.discard(task)
+    return response
+
+
+async def _track_streams(app: web.Application) -> AsyncIterator[None]:
+    app[STREAMS] = set()
+    yield
+
+
+async def _stop_streams(app: web.Application) -> None:
+    for task in list(app[STREAMS]):
+        task.cancel()
+
+
+def add_routes(app: web.Application, ping_interval: float) -> None:
+    app[PING_INTERVAL] = ping_interval
+    app.cleanup_ctx.append(_track_streams)
+    app.on_shutdown.append(_stop_streams)
+    app.router.add_get("/api/jobs/stream", job_stream)

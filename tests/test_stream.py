@@ -1,0 +1,161 @@
+"""GET /api/jobs/stream: events, order, lossless resume, reset, pings, and no leaked connections."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from server import Settings, create_app
+from store import JobStore
+from tests.conftest import create_job, wait_until
+from tests.sse import SSEReader
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, redis_url: str) -> Any:
+    """The app with a short ping interval, so idle and dead connections show up quickly."""
+    return await aiohttp_client(create_app(Settings(redis_url=redis_url, sse_ping_s=0.2)))
+
+
+async def open_stream(client: Any, last_event_id: str | None = None, query: str = "") -> SSEReader:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    response = await client.get(f"/api/jobs/stream{query}", headers=headers)
+    assert response.status == 200
+    return SSEReader(response)
+
+
+async def test_stream_is_event_stream_with_retry_hint(client: Any) -> None:
+    stream = await open_stream(client)
+    assert stream.response.headers["Content-Type"].startswith("text/event-stream")
+    await create_job(client)
+    await stream.next()
+    assert stream.retry and stream.retry > 0
+
+
+async def test_created_job_is_announced_with_full_job(client: Any) -> None:
+    stream = await open_stream(client)
+    job = await create_job(client, name="announce me", data={"steps": 2})
+    event = await stream.next()
+    assert event.event == "job"
+    assert event.id
+    assert event.json()["job"] == job
+
+
+async def test_events_of_a_job_arrive_in_rev_order_from_created_to_completed(
+    client: Any, start_worker: Any
+) -> None:
+    stream = await open_stream(client)
+    job = await create_job(client, data={"steps": 4, "stepMs": 20})
+    await start_worker()
+    events = await stream.until(lambda e: e.event == "job" and e.json()["job"]["status"] == "completed")
+    jobs = [e.json()["job"] for e in events if e.event == "job" and e.json()["job"]["id"] == job["id"]]
+    revs = [j["rev"] for j in jobs]
+    assert revs == sorted(revs) and len(set(revs)) == len(revs)
+    assert [j["status"] for j in jobs][0] == "waiting"
+    assert "active" in [j["status"] for j in jobs]
+    progress = [j["progress"] for j in jobs]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert [j["action"] for j in jobs if j["status"] == "active" and j["progress"]][0] == "Navigating to page"
+
+
+async def test_event_ids_strictly_increase(client: Any) -> None:
+    stream = await open_stream(client)
+    for i in range(5):
+        await create_job(client, name=f"job {i}")
+    events = await stream.collect(5)
+    ids = [tuple(map(int, e.id.split("-"))) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+async def test_deleted_job_is_announced_as_removed(client: Any) -> None:
+    stream = await open_stream(client)
+    job = await create_job(client)
+    await stream.next()
+    assert (await client.delete(f"/api/jobs/{job['id']}")).status == 204
+    event = await stream.next()
+    assert event.event == "job-removed"
+    assert event.json() == {"id": job["id"]}
+
+
+async def test_resume_replays_exactly_the_missed_events_then_goes_live(client: Any) -> None:
+    stream = await open_stream(client)
+    first = await create_job(client, name="seen")
+    seen = await stream.next()
+    stream.response.close()
+
+    missed_a = await create_job(client, name="missed a")
+    missed_b = await create_job(client, name="missed b")
+    await client.post(f"/api/jobs/{missed_a['id']}/cancel", json={})
+
+    resumed = await open_stream(client, last_event_id=seen.id)
+    replayed = await resumed.collect(3)
+    assert [(e.json()["job"]["id"], e.json()["job"]["status"]) for e in replayed] == [
+        (missed_a["id"], "waiting"),
+        (missed_b["id"], "waiting"),
+        (missed_a["id"], "cancelled"),
+    ]
+    live = await create_job(client, name="live")
+    event = await resumed.next()
+    assert event.json()["job"]["id"] == live["id"]  # no duplicate of the replayed ones, no gap
+    assert first["id"] not in [e.json()["job"]["id"] for e in replayed]
+
+
+async def test_resume_accepts_the_id_as_a_query_parameter(client: Any) -> None:
+    stream = await open_stream(client)
+    await create_job(client)
+    seen = await stream.next()
+    stream.response.close()
+    missed = await create_job(client)
+    resumed = await open_stream(client, query=f"?lastEventId={seen.id}")
+    assert (await resumed.next()).json()["job"]["id"] == missed["id"]
+
+
+@pytest.mark.parametrize("bad_id", ["garbage", "99999999999999-0", "1-x", ""])
+async def test_invalid_or_unknown_last_event_id_gets_reset(client: Any, bad_id: str) -> None:
+    await create_job(client)
+    stream = await open_stream(client, query=f"?lastEventId={bad_id}")
+    if bad_id == "":
+        return  # an empty id is no resume at all: a plain live stream
+    event = await stream.next()
+    assert event.event == "reset"
+
+
+async def test_id_older_than_the_retained_history_gets_reset(client: Any, store: JobStore) -> None:
+    stream = await open_stream(client)
+    await create_job(client)
+    oldest = await stream.next()
+    stream.response.close()
+    # 10,300 more events push the first one out of the capped history
+    job = await create_job(client)
+    from models import Priority
+
+    for i in range(5150):
+        await store.set_priority(job["id"], Priority.HIGH if i % 2 == 0 else Priority.NORMAL)
+        await store.set_priority(job["id"], Priority.NORMAL if i % 2 == 0 else Priority.HIGH)
+    resumed = await open_stream(client, last_event_id=oldest.id)
+    assert (await resumed.next()).event == "reset"
+
+
+async def test_idle_stream_sends_pings(client: Any) -> None:
+    stream = await open_stream(client)
+    with pytest.raises(asyncio.TimeoutError):
+        await stream.next(timeout=1)
+    assert "ping" in stream.comments
+
+
+async def pubsub_clients(redis_client: Any) -> int:
+    return sum(1 for c in await redis_client.client_list() if int(c.get("psub", 0)) > 0)
+
+
+async def test_fifty_dropped_clients_leave_no_redis_connections(client: Any, redis_client: Any) -> None:
+    streams = [await open_stream(client) for _ in range(50)]
+    await wait_until(lambda: _count_is(redis_client, 50))
+    for stream in streams:
+        stream.response.close()
+    await wait_until(lambda: _count_is(redis_client, 0), timeout=10)
+
+
+async def _count_is(redis_client: Any, expected: int) -> bool:
+    return await pubsub_clients(redis_client) == expected
