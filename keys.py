@@ -72,6 +72,22 @@ class Keys:
     def delayed(self, queue: str) -> str:
         return f"{self.prefix}:queue:{queue}:delayed"
 
+    def paused(self, queue: str) -> str:
+        """The waiting line of a paused queue (moved back to `wait` on resume)."""
+        return f"{self.prefix}:queue:{queue}:paused"
+
+    def meta(self, queue: str) -> str:
+        """Hash: paused flag, completed/failed totals, job duration histogram."""
+        return f"{self.prefix}:queue:{queue}:meta"
+
+    def rate(self, queue: str) -> str:
+        """Hash: rings of finished-job counts per second (120 slots) and per minute (60 slots)."""
+        return f"{self.prefix}:queue:{queue}:rate"
+
+    def failures(self, queue: str) -> str:
+        """Capped list of the queue's recent failures (JSON), newest first."""
+        return f"{self.prefix}:queue:{queue}:failures"
+
     def processing(self, queue: str, worker_id: str) -> str:
         return f"{self.prefix}:queue:{queue}:processing:{worker_id}"
 
@@ -95,6 +111,10 @@ class Keys:
             self.wait(queue),
             self.high(queue),
             self.delayed(queue),
+            self.paused(queue),
+            self.meta(queue),
+            self.rate(queue),
+            self.failures(queue),
             *(self.status_index(s) for s in STATUSES),
             *(self.queue_status_index(queue, s) for s in STATUSES),
         ]

@@ -1,13 +1,17 @@
 """Lua scripts for every multi-key change, registered once per client by store.py.
 
-Every job-changing script takes the same *queue block* as KEYS[1..16] (see `Keys.queue_block`):
+Every job-changing script takes the same *queue block* as KEYS[1..20] (see `Keys.queue_block`):
 
     KEYS[1]      events stream (capped; its entry id is the SSE event id)
-    KEYS[2]      the queue's wait list
+    KEYS[2]      the queue's wait list (workers BLMOVE from it)
     KEYS[3]      the queue's set of high-priority waiting ids
     KEYS[4]      the queue's delayed sorted set (score: run-at epoch ms)
-    KEYS[5..10]  global status indexes, in models.STATUSES order
-    KEYS[11..16] the queue's status indexes, same order
+    KEYS[5]      the queue's paused list (waiting jobs live here while the queue is paused)
+    KEYS[6]      the queue's meta hash (paused flag, totals, duration histogram)
+    KEYS[7]      the queue's rate hash (per-second and per-minute rings of finished jobs)
+    KEYS[8]      the queue's recent failures (capped list of JSON)
+    KEYS[9..14]  global status indexes, in models.STATUSES order
+    KEYS[15..20] the queue's status indexes, same order
 
 then its own keys. Each change bumps the job's `rev`, appends the event to the stream and publishes
 it, in one atomic step, so listeners see a job's events in rev order. Time comes from Redis `TIME`,
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 from models import API_FIELDS, STATUSES
 
-QUEUE_BLOCK_SIZE = 16
+QUEUE_BLOCK_SIZE = 20
 EVENTS_CAP = 10_000
+RECENT_FAILURES = 10
+# Upper bounds (seconds) of the job duration histogram; +Inf is implied.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
 _lua_list = ", ".join(f"'{name}'" for name in API_FIELDS)
 _lua_slots = ", ".join(f"{status} = {i}" for i, status in enumerate(STATUSES))
@@ -31,6 +38,7 @@ local RAW_FIELDS = {{data = true, result = true, progress = true, attemptsMade =
   maxAttempts = true, backoffMs = true, timeoutMs = true, createdAt = true, startedAt = true,
   finishedAt = true, runAt = true, rev = true}}
 local STATUS_SLOT = {{{_lua_slots}}}
+local EVENTS = KEYS[1]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -56,7 +64,7 @@ local function job_json(h)
 end
 
 local function emit(channel, event, payload)
-  local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload)
+  local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload)
   redis.call('PUBLISH', channel, eid .. '\\n' .. event .. '\\n' .. payload)
   return eid
 end
@@ -69,43 +77,6 @@ local function touch(job_key, channel)
   return flat
 end
 
-local function set_status(job_key, id, old, new)
-  local seq = redis.call('HGET', job_key, 'seq')
-  if old then
-    redis.call('ZREM', KEYS[5 + STATUS_SLOT[old]], id)
-    redis.call('ZREM', KEYS[11 + STATUS_SLOT[old]], id)
-  end
-  redis.call('ZADD', KEYS[5 + STATUS_SLOT[new]], seq, id)
-  redis.call('ZADD', KEYS[11 + STATUS_SLOT[new]], seq, id)
-  redis.call('HSET', job_key, 'status', new)
-end
-
--- Into the wait list. Normal jobs join the tail; high ones (and jobs put back at the front) go
--- before the first normal job, so highs run first and keep FIFO order among themselves.
-local function push_waiting(id, priority, front)
-  if priority == 'high' then redis.call('SADD', KEYS[3], id) end
-  if priority ~= 'high' and not front then
-    redis.call('RPUSH', KEYS[2], id)
-    return
-  end
-  local start = 0
-  while true do
-    local chunk = redis.call('LRANGE', KEYS[2], start, start + 99)
-    if #chunk == 0 then redis.call('RPUSH', KEYS[2], id) return end
-    for _, other in ipairs(chunk) do
-      if redis.call('SISMEMBER', KEYS[3], other) == 0 then
-        redis.call('LINSERT', KEYS[2], 'BEFORE', other, id)
-        return
-      end
-    end
-    start = start + 100
-  end
-end
-
-local function remove_waiting(id)
-  redis.call('LREM', KEYS[2], 1, id)
-  redis.call('SREM', KEYS[3], id)
-end
 
 -- The caller's fencing check: still active, and still the attempt this worker claimed.
 local function holds_lease(job_key, worker_id, token)
@@ -114,51 +85,139 @@ local function holds_lease(job_key, worker_id, token)
 end
 """
 
+_QUEUE_BLOCK = f"""
+local WAIT, HIGH, DELAYED, PAUSED, META, RATE, FAILURES = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local STATUS_KEYS, QUEUE_STATUS_KEYS = 9, 15  -- KEYS[x + slot] for a status's slot
+local DURATION_BUCKETS = {{{", ".join(repr(b) for b in DURATION_BUCKETS)}}}
+
+local function set_status(job_key, id, old, new)
+  local seq = redis.call('HGET', job_key, 'seq')
+  if old then
+    redis.call('ZREM', KEYS[STATUS_KEYS + STATUS_SLOT[old]], id)
+    redis.call('ZREM', KEYS[QUEUE_STATUS_KEYS + STATUS_SLOT[old]], id)
+  end
+  if new then
+    redis.call('ZADD', KEYS[STATUS_KEYS + STATUS_SLOT[new]], seq, id)
+    redis.call('ZADD', KEYS[QUEUE_STATUS_KEYS + STATUS_SLOT[new]], seq, id)
+    redis.call('HSET', job_key, 'status', new)
+  end
+end
+
+-- Waiting jobs live in the wait list, or in the paused list while the queue is paused.
+local function line()
+  if redis.call('HGET', META, 'paused') == '1' then return PAUSED end
+  return WAIT
+end
+
+-- Into line. Normal jobs join the tail; high ones (and jobs put back at the front) go before the
+-- first normal job, so highs run first and keep FIFO order among themselves.
+local function push_waiting(id, priority, front)
+  local list = line()
+  if priority == 'high' then redis.call('SADD', HIGH, id) end
+  if priority ~= 'high' and not front then
+    redis.call('RPUSH', list, id)
+    return
+  end
+  local start = 0
+  while true do
+    local chunk = redis.call('LRANGE', list, start, start + 99)
+    if #chunk == 0 then redis.call('RPUSH', list, id) return end
+    for _, other in ipairs(chunk) do
+      if redis.call('SISMEMBER', HIGH, other) == 0 then
+        redis.call('LINSERT', list, 'BEFORE', other, id)
+        return
+      end
+    end
+    start = start + 100
+  end
+end
+
+local function remove_waiting(id)
+  if redis.call('LREM', WAIT, 1, id) == 0 then redis.call('LREM', PAUSED, 1, id) end
+  redis.call('SREM', HIGH, id)
+end
+
+-- Rings of per-second and per-minute counts: a slot is reset when its stamp is stale.
+local function ring(prefix, t, size, outcome)
+  local slot = prefix .. (t % size)
+  if redis.call('HGET', RATE, slot .. ':t') ~= tostring(t) then
+    redis.call('HSET', RATE, slot .. ':t', t, slot .. ':completed', 0, slot .. ':failed', 0)
+  end
+  redis.call('HINCRBY', RATE, slot .. ':' .. outcome, 1)
+end
+
+-- Totals, throughput rings, and (completed) the duration histogram; (failed) the recent failures.
+local function count_finished(job_key, outcome, now)
+  redis.call('HINCRBY', META, outcome .. 'Total', 1)
+  local sec = math.floor(now / 1000)
+  ring('s', sec, 120, outcome)
+  ring('m', math.floor(sec / 60), 60, outcome)
+  local f = redis.call('HMGET', job_key, 'id', 'name', 'failedReason', 'startedAt')
+  if outcome == 'failed' then
+    local entry = cjson.encode({{id = f[1], name = f[2], failedReason = f[3], at = now}})
+    redis.call('LPUSH', FAILURES, entry)
+    redis.call('LTRIM', FAILURES, 0, {RECENT_FAILURES - 1})
+  elseif f[4] then
+    local seconds = (now - tonumber(f[4])) / 1000
+    local bucket = '+Inf'
+    for _, le in ipairs(DURATION_BUCKETS) do
+      if seconds <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', META, 'duration:' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', META, 'durationSum', seconds)
+  end
+end
+"""
+
 
 def _script(body: str) -> str:
     return _PRELUDE + body
 
 
-ENQUEUE = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash, KEYS[18] seq counter, KEYS[19] all-jobs index,
--- KEYS[20] queue jobs index, KEYS[21] type index, KEYS[22] set of queue names
+def _queue_script(body: str) -> str:
+    return _PRELUDE + _QUEUE_BLOCK + body
+
+
+ENQUEUE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash, KEYS[22] seq counter, KEYS[23] all-jobs index,
+-- KEYS[24] queue jobs index, KEYS[25] type index, KEYS[26] set of queue names
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] delay ms, ARGV[4] queue name, ARGV[5..] field/value pairs
 -- Returns the job hash (flat), or an error if the id is taken.
-if redis.call('EXISTS', KEYS[17]) == 1 then return redis.error_reply('ERR job id taken') end
-local id = ARGV[1]
-local delay = tonumber(ARGV[3])
+local key, id, delay = KEYS[21], ARGV[1], tonumber(ARGV[3])
+if redis.call('EXISTS', key) == 1 then return redis.error_reply('ERR job id taken') end
 local now = now_ms()
-local seq = redis.call('INCR', KEYS[18])
-redis.call('HSET', KEYS[17], unpack(ARGV, 5))
-redis.call('HSET', KEYS[17], 'seq', seq, 'createdAt', now, 'rev', 0, 'token', 0)
-redis.call('ZADD', KEYS[19], seq, id)
-redis.call('ZADD', KEYS[20], seq, id)
-redis.call('ZADD', KEYS[21], seq, id)
-redis.call('SADD', KEYS[22], ARGV[4])
+local seq = redis.call('INCR', KEYS[22])
+redis.call('HSET', key, unpack(ARGV, 5))
+redis.call('HSET', key, 'seq', seq, 'createdAt', now, 'rev', 0, 'token', 0)
+redis.call('ZADD', KEYS[23], seq, id)
+redis.call('ZADD', KEYS[24], seq, id)
+redis.call('ZADD', KEYS[25], seq, id)
+redis.call('SADD', KEYS[26], ARGV[4])
 if delay > 0 then
-  redis.call('HSET', KEYS[17], 'runAt', now + delay)
-  redis.call('ZADD', KEYS[4], now + delay, id)
-  set_status(KEYS[17], id, nil, 'delayed')
+  redis.call('HSET', key, 'runAt', now + delay)
+  redis.call('ZADD', DELAYED, now + delay, id)
+  set_status(key, id, nil, 'delayed')
 else
-  set_status(KEYS[17], id, nil, 'waiting')
-  push_waiting(id, redis.call('HGET', KEYS[17], 'priority'), false)
+  set_status(key, id, nil, 'waiting')
+  push_waiting(id, redis.call('HGET', key, 'priority'), false)
 end
-return touch(KEYS[17], ARGV[2])
+return touch(key, ARGV[2])
 """)
 
-CLAIM = _script("""
--- KEYS[1..16] queue block, KEYS[17] this worker's processing list, KEYS[18..] job hashes
+CLAIM = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] this worker's processing list, KEYS[22..] job hashes
 -- ARGV[1] worker id, then per job: ARGV[2i] id, ARGV[2i+1] job channel
 -- For ids already moved into the processing list: waiting -> active. Returns the claimed jobs'
 -- hashes (flat); an id whose job is gone or no longer waiting (cancelled in transit) is dropped.
+local processing = KEYS[21]
 local now = now_ms()
 local claimed = {}
-for i = 1, #KEYS - 17 do
-  local key, id, channel = KEYS[17 + i], ARGV[2 * i], ARGV[2 * i + 1]
+for i = 1, #KEYS - 21 do
+  local key, id, channel = KEYS[21 + i], ARGV[2 * i], ARGV[2 * i + 1]
   if redis.call('HGET', key, 'status') ~= 'waiting' then
-    redis.call('LREM', KEYS[17], 1, id)
+    redis.call('LREM', processing, 1, id)
   else
-    redis.call('SREM', KEYS[3], id)
+    redis.call('SREM', HIGH, id)
     set_status(key, id, 'waiting', 'active')
     redis.call('HSET', key, 'startedAt', now, 'workerId', ARGV[1])
     redis.call('HDEL', key, 'finishedAt', 'runAt', 'action')
@@ -187,65 +246,69 @@ touch(KEYS[2], ARGV[1])
 return 1
 """)
 
-COMPLETE = _script("""
--- KEYS[1..16] queue block, KEYS[17] processing list, KEYS[18] job hash, KEYS[19] worker hash
+COMPLETE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] processing list, KEYS[22] job hash, KEYS[23] worker hash
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] result JSON
 -- Returns 1, or 0 when the lease was lost (the newer owner's outcome stands).
-redis.call('LREM', KEYS[17], 1, ARGV[1])
-if not holds_lease(KEYS[18], ARGV[3], ARGV[4]) then return 0 end
-set_status(KEYS[18], ARGV[1], 'active', 'completed')
-redis.call('HSET', KEYS[18], 'finishedAt', now_ms(), 'progress', 100, 'result', ARGV[5])
-redis.call('HDEL', KEYS[18], 'action')
-redis.call('HINCRBY', KEYS[19], 'processed', 1)
-touch(KEYS[18], ARGV[2])
+local key, id = KEYS[22], ARGV[1]
+redis.call('LREM', KEYS[21], 1, id)
+if not holds_lease(key, ARGV[3], ARGV[4]) then return 0 end
+local now = now_ms()
+set_status(key, id, 'active', 'completed')
+redis.call('HSET', key, 'finishedAt', now, 'progress', 100, 'result', ARGV[5])
+redis.call('HDEL', key, 'action')
+redis.call('HINCRBY', KEYS[23], 'processed', 1)
+count_finished(key, 'completed', now)
+touch(key, ARGV[2])
 return 1
 """)
 
-FAIL = _script("""
--- KEYS[1..16] queue block, KEYS[17] processing list, KEYS[18] job hash, KEYS[19] worker hash
+FAIL = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] processing list, KEYS[22] job hash, KEYS[23] worker hash
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] reason,
 -- ARGV[6] '1' if the attempt may be retried
 -- Retries after backoffMs * 2^(attemptsMade-1) while attempts remain, else fails the job.
 -- Returns the new status, or '' when the lease was lost.
-redis.call('LREM', KEYS[17], 1, ARGV[1])
-if not holds_lease(KEYS[18], ARGV[3], ARGV[4]) then return '' end
-local id, key = ARGV[1], KEYS[18]
+local key, id = KEYS[22], ARGV[1]
+redis.call('LREM', KEYS[21], 1, id)
+if not holds_lease(key, ARGV[3], ARGV[4]) then return '' end
 local f = redis.call('HMGET', key, 'attemptsMade', 'maxAttempts', 'backoffMs')
 local made, max, backoff = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
 local now = now_ms()
 local status
 redis.call('HSET', key, 'failedReason', ARGV[5])
 redis.call('HDEL', key, 'action')
-redis.call('HINCRBY', KEYS[19], 'failed', 1)
+redis.call('HINCRBY', KEYS[23], 'failed', 1)
 if ARGV[6] == '1' and made < max then
   local run_at = now + backoff * math.pow(2, made - 1)
   status = 'delayed'
   set_status(key, id, 'active', status)
   redis.call('HSET', key, 'runAt', run_at)
-  redis.call('ZADD', KEYS[4], run_at, id)
+  redis.call('ZADD', DELAYED, run_at, id)
 else
   status = 'failed'
   set_status(key, id, 'active', status)
   redis.call('HSET', key, 'finishedAt', now)
+  count_finished(key, 'failed', now)
 end
 touch(key, ARGV[2])
 return status
 """)
 
-REQUEUE = _script("""
--- KEYS[1..16] queue block, KEYS[17] a worker's processing list, KEYS[18..] job hashes
+REQUEUE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] a worker's processing list, KEYS[22..] job hashes
 -- ARGV[1] that worker's id, ARGV[2] 'stalled' (worker died) or 'shutdown' (graceful stop),
 -- ARGV[3] recoveries allowed, then per job: ARGV[2i+2] id, ARGV[2i+3] job channel
--- Puts the worker's jobs back at the front of the wait list. A job recovered from dead workers
+-- Puts the worker's jobs back at the front of the line. A job recovered from dead workers
 -- more than ARGV[3] times fails as stalled. Returns how many jobs changed.
+local processing = KEYS[21]
 local changed = 0
-for i = 1, #KEYS - 17 do
-  local key, id, channel = KEYS[17 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
-  if redis.call('LREM', KEYS[17], 1, id) == 1 then
+for i = 1, #KEYS - 21 do
+  local key, id, channel = KEYS[21 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
+  if redis.call('LREM', processing, 1, id) == 1 then
     local f = redis.call('HMGET', key, 'status', 'workerId', 'priority')
     if f[1] == 'waiting' then
-      -- moved but never claimed: just undo the move
-      push_waiting(id, f[3], true)
+      push_waiting(id, f[3], true)  -- moved but never claimed: just undo the move
     elseif f[1] == 'active' and f[2] == ARGV[1] then
       local reason = nil
       if ARGV[2] == 'stalled' then
@@ -256,8 +319,10 @@ for i = 1, #KEYS - 17 do
       end
       redis.call('HDEL', key, 'action')
       if reason then
+        local now = now_ms()
         set_status(key, id, 'active', 'failed')
-        redis.call('HSET', key, 'failedReason', reason, 'finishedAt', now_ms())
+        redis.call('HSET', key, 'failedReason', reason, 'finishedAt', now)
+        count_finished(key, 'failed', now)
       else
         set_status(key, id, 'active', 'waiting')
         push_waiting(id, f[3], true)
@@ -270,19 +335,19 @@ end
 return changed
 """)
 
-PROMOTE_DUE = _script("""
--- KEYS[1..16] queue block, KEYS[17..] job hashes of the earliest delayed ids
+PROMOTE_DUE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21..] job hashes of the earliest delayed ids
 -- per job: ARGV[2i-1] id, ARGV[2i] job channel
 -- Moves the due ones to waiting. Returns {promoted, ms until the next candidate is due or -1}.
 local now = now_ms()
 local promoted, wait_ms = 0, -1
-for i = 1, #KEYS - 16 do
-  local key, id, channel = KEYS[16 + i], ARGV[2 * i - 1], ARGV[2 * i]
-  local due = redis.call('ZSCORE', KEYS[4], id)
+for i = 1, #KEYS - 20 do
+  local key, id, channel = KEYS[20 + i], ARGV[2 * i - 1], ARGV[2 * i]
+  local due = redis.call('ZSCORE', DELAYED, id)
   if due then
     due = tonumber(due)
     if due <= now then
-      redis.call('ZREM', KEYS[4], id)
+      redis.call('ZREM', DELAYED, id)
       if redis.call('HGET', key, 'status') == 'delayed' then
         set_status(key, id, 'delayed', 'waiting')
         redis.call('HDEL', key, 'runAt')
@@ -300,21 +365,21 @@ return {promoted, wait_ms}
 
 # -- API actions on one job: ARGV[1] id, ARGV[2] job channel; each returns {outcome, detail} -----
 
-CANCEL = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash, KEYS[18] processing list of the job's worker
+CANCEL = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash, KEYS[22] processing list of the job's worker
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id
 -- Returns {'ok', hash}, {'missing'}, {'conflict', status} or {'moved'} (worker changed: read again).
-local id, key = ARGV[1], KEYS[17]
+local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'workerId')
 local status = f[1]
 if not status then return {'missing'} end
 if status == 'waiting' then
   remove_waiting(id)
 elseif status == 'delayed' then
-  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', DELAYED, id)
 elseif status == 'active' then
   if f[2] ~= ARGV[4] then return {'moved'} end
-  redis.call('LREM', KEYS[18], 1, id)
+  redis.call('LREM', KEYS[22], 1, id)
   redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
 else
   return {'conflict', status}
@@ -325,11 +390,11 @@ redis.call('HDEL', key, 'action', 'runAt')
 return {'ok', touch(key, ARGV[2])}
 """)
 
-RETRY = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash
+RETRY = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash
 -- ARGV[1] id, ARGV[2] job channel
 -- failed or cancelled -> waiting, with attemptsMade and progress back to 0.
-local id, key = ARGV[1], KEYS[17]
+local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'priority')
 if not f[1] then return {'missing'} end
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {'conflict', f[1]} end
@@ -340,26 +405,26 @@ push_waiting(id, f[2], false)
 return {'ok', touch(key, ARGV[2])}
 """)
 
-PROMOTE = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash
+PROMOTE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash
 -- ARGV[1] id, ARGV[2] job channel
 -- delayed -> waiting now.
-local id, key = ARGV[1], KEYS[17]
+local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'priority')
 if not f[1] then return {'missing'} end
 if f[1] ~= 'delayed' then return {'conflict', f[1]} end
-redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', DELAYED, id)
 set_status(key, id, 'delayed', 'waiting')
 redis.call('HDEL', key, 'runAt')
 push_waiting(id, f[2], false)
 return {'ok', touch(key, ARGV[2])}
 """)
 
-SET_PRIORITY = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash
+SET_PRIORITY = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] 'normal' or 'high'
 -- Only for waiting or delayed jobs; a waiting job moves to its new place in line.
-local id, key = ARGV[1], KEYS[17]
+local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'priority')
 if not f[1] then return {'missing'} end
 if f[1] ~= 'waiting' and f[1] ~= 'delayed' then return {'conflict', f[1]} end
@@ -371,32 +436,52 @@ end
 return {'ok', touch(key, ARGV[2])}
 """)
 
-DELETE = _script("""
--- KEYS[1..16] queue block, KEYS[17] job hash, KEYS[18] job logs, KEYS[19] all-jobs index,
--- KEYS[20] queue jobs index, KEYS[21] type index, KEYS[22] processing list of the job's worker
--- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id
--- Removes the job everywhere (stopping it first if active). Returns {'ok'}, {'missing'} or {'moved'}.
-local id, key = ARGV[1], KEYS[17]
+DELETE = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] job hash, KEYS[22] job logs, KEYS[23] all-jobs index,
+-- KEYS[24] queue jobs index, KEYS[25] type index, KEYS[26] processing list of the job's worker
+-- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id,
+-- ARGV[5] the status it must have, or '' for any
+-- Removes the job everywhere (stopping it first if active).
+-- Returns {'ok'}, {'missing'}, {'moved'} or {'conflict', status}.
+local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'workerId')
 local status = f[1]
 if not status then return {'missing'} end
+if ARGV[5] ~= '' and status ~= ARGV[5] then return {'conflict', status} end
 if status == 'waiting' then
   remove_waiting(id)
 elseif status == 'delayed' then
-  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', DELAYED, id)
 elseif status == 'active' then
   if f[2] ~= ARGV[4] then return {'moved'} end
-  redis.call('LREM', KEYS[22], 1, id)
+  redis.call('LREM', KEYS[26], 1, id)
   redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
 end
-redis.call('ZREM', KEYS[5 + STATUS_SLOT[status]], id)
-redis.call('ZREM', KEYS[11 + STATUS_SLOT[status]], id)
-redis.call('ZREM', KEYS[19], id)
-redis.call('ZREM', KEYS[20], id)
-redis.call('ZREM', KEYS[21], id)
-redis.call('DEL', key, KEYS[18])
+set_status(key, id, status, nil)
+redis.call('ZREM', KEYS[23], id)
+redis.call('ZREM', KEYS[24], id)
+redis.call('ZREM', KEYS[25], id)
+redis.call('DEL', key, KEYS[22])
 emit(ARGV[2], 'job-removed', cjson.encode({id = id}))
 return {'ok'}
+""")
+
+SET_PAUSED = _queue_script("""
+-- KEYS[1..20] queue block
+-- ARGV[1] queue name, ARGV[2] queue channel, ARGV[3] '1' to pause, '0' to resume
+-- Pausing moves the waiting line aside, so BLMOVE on the wait list hands out nothing; resuming
+-- moves it back. Active jobs are untouched. Publishes {"name", "paused"}.
+local pause = ARGV[3] == '1'
+local from, to = WAIT, PAUSED
+if not pause then from, to = PAUSED, WAIT end
+if pause then redis.call('HSET', META, 'paused', '1') else redis.call('HDEL', META, 'paused') end
+if redis.call('EXISTS', to) == 0 then
+  if redis.call('EXISTS', from) == 1 then redis.call('RENAME', from, to) end
+else
+  while redis.call('LMOVE', from, to, 'LEFT', 'RIGHT') do end
+end
+emit(ARGV[2], 'queue', cjson.encode({name = ARGV[1], paused = pause}))
+return 1
 """)
 
 HEARTBEAT = """

@@ -151,65 +151,74 @@ class JobStore:
         return [Job.from_redis(h) for h in hashes if h]  # a job deleted meanwhile is skipped
 
     # -- API actions --------------------------------------------------------------------------
-    async def _job_action(self, action: str, script: Any, job_id: str, *extra: Any) -> Job:
-        queue = await self.redis.hget(self.keys.job(job_id), "queue")
-        if queue is None:
-            raise JobNotFound(job_id)
-        reply = await script(
-            keys=[*self.keys.queue_block(queue), self.keys.job(job_id)],
-            args=[job_id, self.keys.job_channel(job_id), *extra],
-        )
-        return self._outcome(action, reply)
+    # One code path for single and bulk actions: read each job's queue/type/worker, then call the
+    # action's script for every job in one pipeline. A script re-checks state atomically.
 
-    def _outcome(self, action: str, reply: list[Any]) -> Job:
-        if reply[0] == "missing":
-            raise JobNotFound("")
-        if reply[0] == "conflict":
-            raise JobStateConflict(action, reply[1])
-        return Job.from_redis(_pairs(reply[1]))
+    async def apply(
+        self, action: str, ids: list[str], extra: tuple[Any, ...] = (), only_status: str = ""
+    ) -> dict[str, list[Any]]:
+        """Run `action` (cancel, retry, promote, priority, delete) on jobs; id -> script reply."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(k.job(job_id), ["queue", "type", "workerId"])
+            targets = await pipe.execute()
+        present = [(i, t) for i, t in zip(ids, targets) if t[0] is not None]
+        if not present:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, (queue, job_type, worker_id) in present:
+                script, keys, args = self._action_call(action, job_id, queue, job_type, worker_id or "")
+                if action == "delete":
+                    args.append(only_status)
+                await script(keys=keys, args=[*args, *extra], client=pipe)
+            replies = await pipe.execute()
+        return {job_id: reply for (job_id, _), reply in zip(present, replies)}
+
+    def _action_call(
+        self, action: str, job_id: str, queue: str, job_type: str, worker_id: str
+    ) -> tuple[Any, list[str], list[Any]]:
+        k = self.keys
+        keys = [*k.queue_block(queue), k.job(job_id)]
+        args: list[Any] = [job_id, k.job_channel(job_id)]
+        stops_worker = [k.worker_channel(worker_id), worker_id]
+        if action == "cancel":
+            return self._cancel, [*keys, k.processing(queue, worker_id)], [*args, *stops_worker]
+        if action == "delete":
+            keys += [
+                k.job_logs(job_id), k.all_jobs, k.queue_jobs(queue), k.type_index(job_type),
+                k.processing(queue, worker_id),
+            ]  # fmt: skip
+            return self._delete, keys, [*args, *stops_worker]
+        script = {"retry": self._retry, "promote": self._promote, "priority": self._set_priority}[action]
+        return script, keys, args
+
+    async def _apply_one(self, action: str, job_id: str, *extra: Any) -> list[Any]:
+        while True:  # loops only if an active job changed worker between the read and the script
+            reply = (await self.apply(action, [job_id], extra)).get(job_id)
+            if reply is None or reply[0] == "missing":
+                raise JobNotFound(job_id)
+            if reply[0] == "conflict":
+                verb = "change the priority of" if action == "priority" else action
+                raise JobStateConflict(verb, reply[1])
+            if reply[0] != "moved":
+                return reply
 
     async def retry(self, job_id: str) -> Job:
-        return await self._job_action("retry", self._retry, job_id)
+        return Job.from_redis(_pairs((await self._apply_one("retry", job_id))[1]))
 
     async def promote(self, job_id: str) -> Job:
-        return await self._job_action("promote", self._promote, job_id)
+        return Job.from_redis(_pairs((await self._apply_one("promote", job_id))[1]))
 
     async def set_priority(self, job_id: str, priority: Priority) -> Job:
-        return await self._job_action("change the priority of", self._set_priority, job_id, priority.value)
+        return Job.from_redis(_pairs((await self._apply_one("priority", job_id, priority.value))[1]))
 
     async def cancel(self, job_id: str) -> Job:
         """Waiting/delayed: cancelled now. Active: cancelled now, and its worker told to stop it."""
-        k = self.keys
-        while True:  # loops only if the job changed worker between the read and the script
-            queue, worker_id = await self.redis.hmget(k.job(job_id), ["queue", "workerId"])
-            if queue is None:
-                raise JobNotFound(job_id)
-            worker_id = worker_id or ""
-            reply = await self._cancel(
-                keys=[*k.queue_block(queue), k.job(job_id), k.processing(queue, worker_id)],
-                args=[job_id, k.job_channel(job_id), k.worker_channel(worker_id), worker_id],
-            )
-            if reply[0] != "moved":
-                return self._outcome("cancel", reply)
+        return Job.from_redis(_pairs((await self._apply_one("cancel", job_id))[1]))
 
     async def delete(self, job_id: str) -> None:
-        k = self.keys
-        while True:
-            queue, job_type, worker_id = await self.redis.hmget(k.job(job_id), ["queue", "type", "workerId"])
-            if queue is None:
-                raise JobNotFound(job_id)
-            worker_id = worker_id or ""
-            reply = await self._delete(
-                keys=[
-                    *k.queue_block(queue), k.job(job_id), k.job_logs(job_id), k.all_jobs,
-                    k.queue_jobs(queue), k.type_index(job_type), k.processing(queue, worker_id),
-                ],  # fmt: skip
-                args=[job_id, k.job_channel(job_id), k.worker_channel(worker_id), worker_id],
-            )
-            if reply[0] == "missing":
-                raise JobNotFound(job_id)
-            if reply[0] == "ok":
-                return
+        await self._apply_one("delete", job_id)
 
     # -- worker side --------------------------------------------------------------------------
     async def claim(self, queue: str, worker_id: str, count: int, block_s: float) -> list[Job]:
