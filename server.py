@@ -15,7 +15,9 @@ import redis.asyncio as redis
 import redis.exceptions
 from aiohttp import web
 
+import admin
 import api
+import openapi
 import stream
 from keys import DEFAULT_PREFIX, Keys
 from store import JobNotFound, JobStateConflict, JobStore, connect
@@ -158,6 +160,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     stream.add_routes(app, settings.sse_ping_s)  # before /api/jobs/{id}, which would match "stream"
     api.add_routes(app)
+    admin.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

@@ -74,11 +74,7 @@ def _name(body: dict[str, Any], field: str, default: str) -> str:
 
 
 def parse_new_job(body: Any) -> NewJob:
-    if not isinstance(body, dict):
-        raise ApiError(400, "validation_error", "the request body must be a JSON object")
-    unknown = sorted(set(body) - CREATE_FIELDS)
-    if unknown:
-        raise invalid(unknown[0], "unknown field")
+    body = _object(body, CREATE_FIELDS)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise invalid("name", "is required and must be a non-empty string")
@@ -109,11 +105,7 @@ def parse_new_job(body: Any) -> NewJob:
 
 
 def parse_priority_patch(body: Any) -> Priority:
-    if not isinstance(body, dict):
-        raise ApiError(400, "validation_error", "the request body must be a JSON object")
-    unknown = sorted(set(body) - {"priority"})
-    if unknown:
-        raise invalid(unknown[0], "unknown field (only priority can be changed)")
+    body = _object(body, {"priority"})
     if "priority" not in body:
         raise invalid("priority", "is required")
     try:
@@ -163,3 +155,57 @@ def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, 
     limit = _query_int(query, "limit", 50, 1, MAX_LIMIT)
     offset = _query_int(query, "offset", 0, 0, MAX_OFFSET)
     return list(dict.fromkeys(statuses)), names["queue"], names["type"], limit, offset
+
+
+BULK_ACTIONS = ("retry", "cancel", "delete")
+CLEANABLE = ("completed", "failed", "cancelled")
+MAX_BULK_IDS = 10_000
+
+
+def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", "the request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid(unknown[0], "unknown field")
+    return body
+
+
+def check_queue_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise invalid("name", "must match ^[A-Za-z0-9_.-]{1,64}$")
+    return name
+
+
+def parse_bulk(body: Any) -> tuple[str, list[str] | None, str | None]:
+    """{"action", "ids": [...]} or {"action", "status"} -> (action, ids, status)."""
+    body = _object(body, {"action", "ids", "status"})
+    action = body.get("action")
+    if action not in BULK_ACTIONS:
+        raise invalid("action", f"must be one of {', '.join(BULK_ACTIONS)}")
+    if ("ids" in body) == ("status" in body):
+        raise invalid("ids", 'give either "ids" or "status"')
+    if "status" in body:
+        if body["status"] not in STATUS_VALUES:
+            raise invalid("status", f"unknown status; use any of {', '.join(STATUS_VALUES)}")
+        return action, None, body["status"]
+    ids = body["ids"]
+    if not isinstance(ids, list) or not ids:
+        raise invalid("ids", "must be a non-empty list of job ids")
+    if len(ids) > MAX_BULK_IDS:
+        raise invalid("ids", f"at most {MAX_BULK_IDS} ids per request")
+    if not all(isinstance(i, str) and ID_RE.match(i) for i in ids):
+        raise invalid("ids", "every id must match ^[A-Za-z0-9_-]{1,64}$")
+    return action, list(dict.fromkeys(ids)), None
+
+
+def parse_clean(body: Any) -> tuple[str, int]:
+    body = _object(body, {"status", "olderThanMs"})
+    status = body.get("status")
+    if status not in CLEANABLE:
+        raise invalid("status", f"must be one of {', '.join(CLEANABLE)}")
+    older_than = _int(body, "olderThanMs", 0, 0, 10 * 366 * 24 * 3600 * 1000)
+    return status, older_than or 0
+
+
+STATUS_VALUES = tuple(s.value for s in Status)

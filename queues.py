@@ -1,0 +1,196 @@
+"""Queue-level operations and statistics: pause, clean, bulk actions, overview, workers, metrics.
+
+Everything here reads counters, index sizes and capped lists, never job hashes in bulk; the work
+that must touch many jobs (clean, bulk) goes in batches of pipelined script calls, so Redis is
+never blocked for long.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import scripts
+from models import STATUSES
+from store import JobStore
+
+BATCH = 500
+HISTORY_MINUTES = 15
+DEFAULT_LEASE_MS = 10_000
+
+
+def _rate_window(rate: dict[str, str], prefix: str, size: int, newest: int, span: int) -> list[dict[str, int]]:
+    """Counts of the ring slots for times newest-span+1 .. newest (a stale slot counts zero)."""
+    out = []
+    for t in range(newest - span + 1, newest + 1):
+        slot = f"{prefix}{t % size}"
+        fresh = rate.get(f"{slot}:t") == str(t)
+        out.append(
+            {
+                "t": t,
+                "completed": int(rate.get(f"{slot}:completed", 0)) if fresh else 0,
+                "failed": int(rate.get(f"{slot}:failed", 0)) if fresh else 0,
+            }
+        )
+    return out
+
+
+class QueueAdmin:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self._set_paused = self.redis.register_script(scripts.SET_PAUSED)
+
+    async def now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return seconds * 1000 + micros // 1000
+
+    async def queue_names(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.queues))
+
+    # -- control ----------------------------------------------------------------------------------
+    async def set_paused(self, queue: str, paused: bool) -> dict[str, Any]:
+        await self.redis.sadd(self.keys.queues, queue)
+        await self._set_paused(
+            keys=self.keys.queue_block(queue), args=[queue, self.keys.queue_channel(queue), int(paused)]
+        )
+        return {"name": queue, "paused": paused}
+
+    async def _ids_by_status(self, index: str) -> AsyncIterator[list[str]]:
+        """Batches of ids in a status index, oldest first; a score cursor survives removals."""
+        cursor = "-inf"
+        while True:
+            page = await self.redis.zrangebyscore(index, cursor, "+inf", start=0, num=BATCH, withscores=True)
+            if not page:
+                return
+            yield [job_id for job_id, _ in page]
+            cursor = f"({int(page[-1][1])}"
+
+    async def clean(self, queue: str, status: str, older_than_ms: int) -> int:
+        """Delete the queue's jobs in `status` that finished at least `older_than_ms` ago."""
+        cutoff = await self.now_ms() - older_than_ms
+        removed = 0
+        async for ids in self._ids_by_status(self.keys.queue_status_index(queue, status)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hget(self.keys.job(job_id), "finishedAt")
+                finished = await pipe.execute()
+            old = [i for i, at in zip(ids, finished) if at is not None and int(at) <= cutoff]
+            replies = await self.store.apply("delete", old, only_status=status)
+            removed += sum(1 for reply in replies.values() if reply[0] == "ok")
+        return removed
+
+    async def bulk(self, action: str, ids: list[str] | None = None, status: str | None = None) -> int:
+        """Apply an action to the given ids, or to every job in a status; returns how many changed."""
+        if ids is not None:
+            batches = _batches(ids)
+        else:
+            batches = self._ids_by_status(self.keys.status_index(status or ""))
+        affected = 0
+        async for batch in batches:
+            replies = await self.store.apply(action, batch)
+            affected += sum(1 for reply in replies.values() if reply[0] == "ok")
+        return affected
+
+    # -- overview ---------------------------------------------------------------------------------
+    async def overview(self) -> list[dict[str, Any]]:
+        k = self.keys
+        names = await self.queue_names()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for q in names:
+                pipe.hget(k.meta(q), "paused")
+                for status in STATUSES:
+                    pipe.zcard(k.queue_status_index(q, status))
+                pipe.zrange(k.queue_status_index(q, "active"), 0, -1)
+                pipe.lrange(k.failures(q), 0, scripts.RECENT_FAILURES - 1)
+                pipe.hgetall(k.rate(q))
+            replies = await pipe.execute()
+        now_s = replies[0][0]
+        per_queue = 4 + len(STATUSES)
+        queues = []
+        for i, name in enumerate(names):
+            paused, *rest = replies[1 + i * per_queue : 1 + (i + 1) * per_queue]
+            counts, (active_ids, failures, rate) = rest[: len(STATUSES)], rest[len(STATUSES) :]
+            last_minute = _rate_window(rate, "s", 120, now_s, 60)
+            history = _rate_window(rate, "m", 60, now_s // 60, HISTORY_MINUTES)
+            queues.append(
+                {
+                    "name": name,
+                    "paused": paused == "1",
+                    "counts": dict(zip(STATUSES, counts)),
+                    "activeJobIds": active_ids,
+                    "recentFailures": [json.loads(f) for f in failures],
+                    "throughput": {
+                        "completed": sum(s["completed"] for s in last_minute),
+                        "failed": sum(s["failed"] for s in last_minute),
+                    },
+                    "history": [
+                        {"minute": m["t"] * 60_000, "completed": m["completed"], "failed": m["failed"]}
+                        for m in history
+                    ],
+                }
+            )
+        return queues
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Live workers (heartbeat within their lease), with their claimed jobs read from Redis."""
+        k = self.keys
+        now = await self.now_ms()
+        entries = await self.redis.zrange(k.workers, 0, -1, withscores=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id, _ in entries:
+                pipe.hgetall(k.worker(worker_id))
+            infos = await pipe.execute()
+        live = [
+            info
+            for (_, last_seen), info in zip(entries, infos)
+            if info and now - last_seen <= int(info.get("leaseMs", DEFAULT_LEASE_MS))
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for info in live:
+                for queue in json.loads(info.get("queues", "[]")):
+                    pipe.lrange(k.processing(queue, info["id"]), 0, -1)
+            processing = iter(await pipe.execute())
+        workers = []
+        for info in live:
+            queues = json.loads(info.get("queues", "[]"))
+            workers.append(
+                {
+                    "id": info["id"],
+                    "host": info.get("host"),
+                    "pid": int(info.get("pid", 0)),
+                    "queues": queues,
+                    "concurrency": int(info.get("concurrency", 0)),
+                    "activeJobIds": [job_id for _ in queues for job_id in next(processing)],
+                    "startedAt": int(info.get("startedAt", 0)),
+                    "lastSeen": int(info.get("lastSeen", 0)),
+                    "processed": int(info.get("processed", 0)),
+                    "failed": int(info.get("failed", 0)),
+                }
+            )
+        return workers
+
+    async def metrics(self) -> dict[str, Any]:
+        """Raw figures for /metrics: per queue status counts, totals and the duration histogram."""
+        k = self.keys
+        names = await self.queue_names()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in names:
+                for status in STATUSES:
+                    pipe.zcard(k.queue_status_index(q, status))
+                pipe.hgetall(k.meta(q))
+            replies = await pipe.execute()
+        per_queue = len(STATUSES) + 1
+        out: dict[str, Any] = {"queues": {}, "workers": len(await self.workers())}
+        for i, name in enumerate(names):
+            chunk = replies[i * per_queue : (i + 1) * per_queue]
+            out["queues"][name] = {"counts": dict(zip(STATUSES, chunk[:-1])), "meta": chunk[-1]}
+        return out
+
+
+async def _batches(ids: list[str]) -> AsyncIterator[list[str]]:
+    for i in range(0, len(ids), BATCH):
+        yield ids[i : i + BATCH]
