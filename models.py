@@ -6,11 +6,11 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     WAITING = "waiting"
     DELAYED = "delayed"
     ACTIVE = "active"
@@ -19,7 +19,7 @@ class Status(str, Enum):
     CANCELLED = "cancelled"
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     NORMAL = "normal"
     HIGH = "high"
 

@@ -86,7 +86,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if error.status < 400:
             raise
         code = _HTTP_CODES.get(error.status, "error")
-        return error_response(ApiError(error.status, code, error.reason))
+        response = error_response(ApiError(error.status, code, error.reason))
+        if "Allow" in error.headers:
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
         log.warning("redis unavailable during %s %s: %s", request.method, request.path, error)
         return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))
@@ -145,7 +148,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     preflight, add_cors_headers = cors(settings)
-    app = web.Application(middlewares=[preflight, errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[preflight, errors_as_json],
+        client_max_size=MAX_BODY_BYTES,
+        # Long enough for a 10,000-character id to reach the app and get a JSON 404.
+        handler_args={"max_line_size": 32 * 1024},
+    )
     app.on_response_prepare.append(add_cors_headers)
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -278,7 +278,7 @@ class JobStore:
         ]  # fmt: skip
 
     async def complete(self, job: Job, result: Any) -> bool:
-        result_json = json.dumps(result, separators=(",", ":"))
+        result_json = json.dumps(result, separators=(",", ":"), allow_nan=False)
         done = await self._complete(
             keys=self._ack_keys(job),
             args=[job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, result_json],

@@ -43,13 +43,17 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "validation_error", f"{field}: {message}", field)
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts them, browsers do not
+
+
 def parse_json_body(raw: bytes, allow_empty: bool = False) -> Any:
     if not raw.strip():
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
@@ -68,7 +72,7 @@ def _int(body: dict[str, Any], field: str, default: int | None, low: int, high: 
 
 def _name(body: dict[str, Any], field: str, default: str) -> str:
     value = body.get(field, default)
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
     return value
 
@@ -82,6 +86,10 @@ def parse_new_job(body: Any) -> NewJob:
         raise invalid("name", f"must be at most {MAX_NAME_CHARS} characters")
     if "\x00" in name:
         raise invalid("name", "must not contain NUL characters")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise invalid("name", "must be valid Unicode text (no lone surrogates)") from None
     data = body.get("data", {})
     if not isinstance(data, dict):
         raise invalid("data", "must be a JSON object")
@@ -121,7 +129,7 @@ def require_empty_object(body: Any) -> None:
 
 
 def check_job_id(job_id: str) -> str:
-    if not ID_RE.match(job_id):
+    if not ID_RE.fullmatch(job_id):
         raise ApiError(404, "not_found", "no such job")
     return job_id
 
@@ -149,7 +157,7 @@ def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, 
     names: dict[str, str | None] = {}
     for field in ("queue", "type"):
         value = query.get(field) or None
-        if value is not None and not NAME_RE.match(value):
+        if value is not None and not NAME_RE.fullmatch(value):
             raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
         names[field] = value
     limit = _query_int(query, "limit", 50, 1, MAX_LIMIT)
@@ -172,7 +180,7 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 
 
 def check_queue_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise invalid("name", "must match ^[A-Za-z0-9_.-]{1,64}$")
     return name
 
@@ -194,7 +202,7 @@ def parse_bulk(body: Any) -> tuple[str, list[str] | None, str | None]:
         raise invalid("ids", "must be a non-empty list of job ids")
     if len(ids) > MAX_BULK_IDS:
         raise invalid("ids", f"at most {MAX_BULK_IDS} ids per request")
-    if not all(isinstance(i, str) and ID_RE.match(i) for i in ids):
+    if not all(isinstance(i, str) and ID_RE.fullmatch(i) for i in ids):
         raise invalid("ids", "every id must match ^[A-Za-z0-9_-]{1,64}$")
     return action, list(dict.fromkeys(ids)), None
 

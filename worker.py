@@ -229,7 +229,7 @@ class Worker:
             running.handler_task = asyncio.create_task(self._call(handler, job))
             try:
                 result = await running.handler_task
-                json.dumps(result)
+                json.dumps(result, allow_nan=False)  # a result the API cannot show fails the attempt
             except asyncio.CancelledError:
                 if running.stop_reason is None:
                     raise  # we ourselves are being cancelled
