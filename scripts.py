@@ -109,12 +109,15 @@ local function line()
   return WAIT
 end
 
--- Into line. Normal jobs join the tail; high ones (and jobs put back at the front) go before the
--- first normal job, so highs run first and keep FIFO order among themselves.
+-- Into line. Highs run before every normal job: a new high goes after the highs already waiting,
+-- a new normal at the tail. A job put back (`front`, it was claimed before any waiting job of its
+-- priority) goes first among its priority.
 local function push_waiting(id, priority, front)
   local list = line()
-  if priority == 'high' then redis.call('SADD', HIGH, id) end
-  if priority ~= 'high' and not front then
+  if priority == 'high' then
+    redis.call('SADD', HIGH, id)
+    if front then redis.call('LPUSH', list, id) return end
+  elseif not front then
     redis.call('RPUSH', list, id)
     return
   end
@@ -123,7 +126,7 @@ local function push_waiting(id, priority, front)
     local chunk = redis.call('LRANGE', list, start, start + 99)
     if #chunk == 0 then redis.call('RPUSH', list, id) return end
     for _, other in ipairs(chunk) do
-      if redis.call('SISMEMBER', HIGH, other) == 0 then
+      if other ~= id and redis.call('SISMEMBER', HIGH, other) == 0 then
         redis.call('LINSERT', list, 'BEFORE', other, id)
         return
       end
@@ -297,39 +300,43 @@ return status
 
 REQUEUE = _queue_script("""
 -- KEYS[1..20] queue block, KEYS[21] a worker's processing list, KEYS[22..] job hashes
--- ARGV[1] that worker's id, ARGV[2] 'stalled' (worker died) or 'shutdown' (graceful stop),
--- ARGV[3] recoveries allowed, then per job: ARGV[2i+2] id, ARGV[2i+3] job channel
--- Puts the worker's jobs back at the front of the line. A job recovered from dead workers
--- more than ARGV[3] times fails as stalled. Returns how many jobs changed.
-local processing = KEYS[21]
+-- ARGV[1] that worker's id, ARGV[2] 'stalled' (worker died), 'shutdown' (graceful stop) or
+-- 'unclaimed' (only undo moves not yet marked active), ARGV[3] recoveries allowed,
+-- then per job: ARGV[2i+2] id, ARGV[2i+3] job channel
+-- Puts the worker's jobs back at the front of their priority's line, in their original order
+-- (hence the walk from the last claimed to the first). A job recovered from dead workers more
+-- than ARGV[3] times fails as stalled. Returns how many jobs changed state.
+local processing, mode = KEYS[21], ARGV[2]
 local changed = 0
-for i = 1, #KEYS - 21 do
+for i = #KEYS - 21, 1, -1 do
   local key, id, channel = KEYS[21 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
-  if redis.call('LREM', processing, 1, id) == 1 then
-    local f = redis.call('HMGET', key, 'status', 'workerId', 'priority')
-    if f[1] == 'waiting' then
-      push_waiting(id, f[3], true)  -- moved but never claimed: just undo the move
-    elseif f[1] == 'active' and f[2] == ARGV[1] then
-      local reason = nil
-      if ARGV[2] == 'stalled' then
-        local n = redis.call('HINCRBY', key, 'recoveries', 1)
-        if n > tonumber(ARGV[3]) then
-          reason = 'stalled: its worker was lost ' .. n .. ' times while running it'
-        end
-      end
-      redis.call('HDEL', key, 'action')
-      if reason then
-        local now = now_ms()
-        set_status(key, id, 'active', 'failed')
-        redis.call('HSET', key, 'failedReason', reason, 'finishedAt', now)
-        count_finished(key, 'failed', now)
-      else
-        set_status(key, id, 'active', 'waiting')
-        push_waiting(id, f[3], true)
-      end
-      touch(key, channel)
-      changed = changed + 1
+  local f = redis.call('HMGET', key, 'status', 'workerId', 'priority')
+  local mine = f[1] == 'active' and f[2] == ARGV[1]
+  if f[1] == 'waiting' or not f[1] or (mode ~= 'unclaimed' and not mine) then
+    -- moved but never marked active: undo the move; gone or not ours any more: just forget it
+    if redis.call('LREM', processing, 1, id) == 1 and f[1] == 'waiting' then
+      push_waiting(id, f[3], true)
     end
+  elseif mine and mode ~= 'unclaimed' and redis.call('LREM', processing, 1, id) == 1 then
+    local reason = nil
+    if mode == 'stalled' then
+      local n = redis.call('HINCRBY', key, 'recoveries', 1)
+      if n > tonumber(ARGV[3]) then
+        reason = 'stalled: its worker was lost ' .. n .. ' times while running it'
+      end
+    end
+    redis.call('HDEL', key, 'action')
+    if reason then
+      local now = now_ms()
+      set_status(key, id, 'active', 'failed')
+      redis.call('HSET', key, 'failedReason', reason, 'finishedAt', now)
+      count_finished(key, 'failed', now)
+    else
+      set_status(key, id, 'active', 'waiting')
+      push_waiting(id, f[3], true)
+    end
+    touch(key, channel)
+    changed = changed + 1
   end
 end
 return changed

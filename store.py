@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -221,24 +222,34 @@ class JobStore:
         await self._apply_one("delete", job_id)
 
     # -- worker side --------------------------------------------------------------------------
-    async def claim(self, queue: str, worker_id: str, count: int, block_s: float) -> list[Job]:
-        """Move up to `count` ids into the worker's processing list and mark them active.
+    async def move(self, queues: Sequence[str], worker_id: str, count: int) -> dict[str, list[str]]:
+        """Move up to `count` waiting ids, from the queues in the order given, into the worker's
+        processing lists, without blocking: one pipelined round trip per queue looked at."""
+        moved: dict[str, list[str]] = {}
+        for queue in queues:
+            wanted = count - sum(map(len, moved.values()))
+            if wanted <= 0:
+                break
+            wait, processing = self.keys.wait(queue), self.keys.processing(queue, worker_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _ in range(wanted):
+                    pipe.lmove(wait, processing, "LEFT", "RIGHT")
+                ids = [i for i in await pipe.execute() if i is not None]
+            if ids:
+                moved[queue] = ids
+        return moved
 
-        Non-blocking moves first (one round trip fills every free slot); if the queue is empty,
-        one blocking BLMOVE waits up to `block_s` for a single job.
-        """
-        k = self.keys
-        wait, processing = k.wait(queue), k.processing(queue, worker_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _ in range(count):
-                pipe.lmove(wait, processing, "LEFT", "RIGHT")
-            ids = [i for i in await pipe.execute() if i is not None]
-        if not ids:
-            moved = await self.redis.blmove(wait, processing, block_s, "LEFT", "RIGHT")
-            if moved is None:
-                return []
-            ids = [moved]
-        return await self.mark_claimed(queue, worker_id, ids)
+    async def move_blocking(self, queue: str, worker_id: str, block_s: float) -> dict[str, list[str]]:
+        """Wait up to `block_s` for one job of `queue` and move it (the reliable-queue BLMOVE)."""
+        job_id = await self.redis.blmove(
+            self.keys.wait(queue), self.keys.processing(queue, worker_id), block_s, "LEFT", "RIGHT"
+        )
+        return {queue: [job_id]} if job_id else {}
+
+    async def claim(self, queue: str, worker_id: str, count: int, block_s: float) -> list[Job]:
+        """Move and mark up to `count` jobs of one queue (blocking for one if it is empty)."""
+        moved = await self.move([queue], worker_id, count) or await self.move_blocking(queue, worker_id, block_s)
+        return await self.mark_claimed(queue, worker_id, moved[queue]) if moved else []
 
     async def mark_claimed(self, queue: str, worker_id: str, ids: list[str]) -> list[Job]:
         k = self.keys
@@ -293,7 +304,9 @@ class JobStore:
         )
 
     async def requeue(self, queue: str, worker_id: str, mode: str, max_recoveries: int = 2) -> int:
-        """Put a worker's claimed jobs of one queue back in line ('stalled' or 'shutdown')."""
+        """Put a worker's jobs of one queue back in line: 'stalled' (it died: recovered jobs count
+        towards the stalled limit), 'shutdown' (a graceful stop), or 'unclaimed' (only ids moved
+        but not yet marked active, e.g. when the worker began to stop mid-claim)."""
         k = self.keys
         processing = k.processing(queue, worker_id)
         ids = await self.redis.lrange(processing, 0, -1)

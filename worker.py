@@ -113,13 +113,18 @@ class Worker:
         self.host = socket.gethostname()
         self._own_client = self.client is None
         # The socket timeout must outlast the blocking BLMOVE.
-        self.redis = self.client or connect(self.settings.redis_url, socket_timeout=self.settings.block_s + 10)
+        self.redis = self.client or connect(
+            self.settings.redis_url,
+            socket_timeout=self.settings.block_s + 10,
+            max_connections=2 * self.settings.concurrency + 20,  # every slot may talk at once, plus duties
+        )
         self.keys = Keys(self.settings.prefix)
         self.store = JobStore(self.redis, self.keys)
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.settings.concurrency)
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # claim nothing new
+        self._closed = asyncio.Event()  # background duties end
         self._started_at = now_ms()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -131,47 +136,76 @@ class Worker:
 
     async def run(self) -> None:
         s = self.settings
-        await self._retrying(self._heartbeat)
+        if not await self._register():
+            return
         log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
+        # Background duties run until the very end (the heartbeat must go on while jobs drain) and
+        # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
         background = [
             asyncio.create_task(self._every(s.lease_ms / 5000, self._heartbeat)),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
         ]
-        claimers = [asyncio.create_task(self._claim_loop(q)) for q in s.queues]
+        claimer = asyncio.create_task(self._claim_loop())
+        clean = False
         try:
             await self._stopping.wait()
-            await self._stop_claimers(claimers)
-            await self._drain()
+            await self._finish(claimer, timeout=self.settings.block_s + 2)
+            clean = await self._drain()
         finally:
-            for task in (*claimers, *background):
-                task.cancel()
-            await asyncio.gather(*claimers, *background, return_exceptions=True)
-            await self._deregister()
+            self._closed.set()
+            await self._finish(*background, timeout=5)
+            if clean:  # else our heartbeat lapses and a reaper recovers what we could not put back
+                await self._deregister()
             if self._own_client:
                 await self.redis.aclose()
         log.info("worker %s stopped", self.id)
 
-    async def _stop_claimers(self, claimers: list[asyncio.Task[None]]) -> None:
-        # They notice the stop within one BLMOVE timeout; a claimer waiting for a slot is cancelled.
-        _, pending = await asyncio.wait(claimers, timeout=self.settings.block_s + 1)
+    async def _register(self) -> bool:
+        """The first heartbeat, retried while Redis is unreachable; False if told to stop meanwhile."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._heartbeat()
+                return True
+            except REDIS_ERRORS as error:
+                log.warning("cannot reach Redis (%s); retrying in %.1f s", error, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5)
+        if self._own_client:
+            await self.redis.aclose()
+        return False
+
+    @staticmethod
+    async def _finish(*tasks: asyncio.Task[None], timeout: float) -> None:
+        """Wait for tasks that stop on a flag; cancel any still running after `timeout`."""
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
 
-    async def _drain(self) -> None:
-        """Let active jobs finish within the grace period, then put the rest back in line."""
+    async def _drain(self) -> bool:
+        """Let active jobs finish within the grace period, then put the rest back in line.
+        Returns True when everything this worker held is back in Redis's hands."""
         if self._executors:
             await asyncio.wait(set(self._executors), timeout=self.settings.grace_s)
         for job_id in list(self.running):
             self.stop_job(job_id, "shutdown")
         if self._executors:
             await asyncio.wait(set(self._executors), timeout=5)
+        clean = not self._executors
         for queue in self.settings.queues:
-            with contextlib.suppress(*REDIS_ERRORS):
+            try:
                 requeued = await self.store.requeue(queue, self.id, "shutdown")
-                if requeued:
-                    log.info("put %d unfinished job(s) of queue %s back to waiting", requeued, queue)
+            except REDIS_ERRORS as error:
+                log.warning("could not put jobs of %s back (%s); a reaper will", queue, error)
+                clean = False
+                continue
+            if requeued:
+                log.info("put %d unfinished job(s) of queue %s back to waiting", requeued, queue)
+        return clean
 
     async def _deregister(self) -> None:
         with contextlib.suppress(*REDIS_ERRORS):
@@ -181,29 +215,49 @@ class Worker:
                 await pipe.execute()
 
     # -- claiming and running ----------------------------------------------------------------------
-    async def _claim_loop(self, queue: str) -> None:
-        failures = 0
+    async def _claim_loop(self) -> None:
+        """Take a free slot (and every other free one), then claim that many jobs, queues in the
+        order given. Only when all are empty, block on one queue with one slot: BLMOVE watches a
+        single list, so several queues take turns with a short block each."""
+        queues = self.settings.queues
+        block_s = self.settings.block_s if len(queues) == 1 else min(self.settings.block_s, 0.2)
+        turn = failures = 0
         while not self._stopping.is_set():
             await self._slots.acquire()
             taken = 1
             while taken < self.settings.concurrency and not self._slots.locked():
                 await self._slots.acquire()  # free slots: take them without waiting
                 taken += 1
-            jobs: list[Job] = []
+            started = 0
             try:
-                if not self._stopping.is_set():
-                    jobs = await self.store.claim(queue, self.id, taken, self.settings.block_s)
+                moved = await self.store.move(queues, self.id, taken)
+                if not moved:
+                    self._release(taken - 1)
+                    taken = 1
+                    moved = await self.store.move_blocking(queues[turn % len(queues)], self.id, block_s)
+                    turn += 1
+                for queue in moved:
+                    if self._stopping.is_set():  # claim nothing new: undo the move
+                        await self.store.requeue(queue, self.id, "unclaimed")
+                        continue
+                    for job in await self.store.mark_claimed(queue, self.id, moved[queue]):
+                        self._start(job)
+                        started += 1
                 failures = 0
             except REDIS_ERRORS as error:
                 failures += 1
-                log.warning("claim from %s failed (%s); retrying", queue, error)
+                log.warning("claiming failed (%s); retrying", error)
+            finally:
+                self._release(taken - started)
+            if failures:
                 await self._sleep(min(0.1 * 2**failures, 5))
-            if self._stopping.is_set():
-                jobs = []  # claimed as we began to stop: the final requeue puts them back
-            for job in jobs:
-                self._start(job)
-            for _ in range(taken - len(jobs)):
-                self._slots.release()
+                with contextlib.suppress(*REDIS_ERRORS):  # ids moved before the error go back
+                    for queue in queues:
+                        await self.store.requeue(queue, self.id, "unclaimed")
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
 
     def _start(self, job: Job) -> None:
         self.running[job.id] = Running(job)
@@ -309,33 +363,38 @@ class Worker:
 
     async def _listen_for_control(self) -> None:
         """Cancel requests for running jobs arrive on this worker's control channel."""
-        while True:
+        while not self._closed.is_set():
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.keys.worker_channel(self.id))
-                    async for message in pubsub.listen():
+                    while not self._closed.is_set():
+                        message = await pubsub.get_message(timeout=0.5)
+                        if message is None:
+                            continue
                         command, _, job_id = str(message["data"]).partition(" ")
                         if command == "cancel":
                             self.stop_job(job_id, "cancelled")
             except REDIS_ERRORS as error:
                 log.warning("control channel lost (%s); resubscribing", error)
-                await asyncio.sleep(1)
+                await self._pause(1)
 
     async def _schedule_delayed(self, queue: str) -> None:
         """Delayed jobs and retry backoffs become waiting when due."""
-        while True:
+        while not self._closed.is_set():
             try:
                 promoted, wait_ms = await self.store.promote_due(queue)
             except REDIS_ERRORS as error:
                 log.warning("delayed-job check for %s failed: %s", queue, error)
                 promoted, wait_ms = 0, 1000
             if promoted < 100:
-                await asyncio.sleep(0.25 if wait_ms < 0 else min(max(wait_ms, 5), 250) / 1000)
+                await self._pause(0.25 if wait_ms < 0 else min(max(wait_ms, 5), 250) / 1000)
 
     # -- helpers -----------------------------------------------------------------------------------
     async def _every(self, seconds: float, duty: Any) -> None:
-        while True:
-            await asyncio.sleep(seconds)
+        while not self._closed.is_set():
+            await self._pause(seconds)
+            if self._closed.is_set():
+                return
             try:
                 await duty()
             except REDIS_ERRORS as error:
@@ -353,8 +412,14 @@ class Worker:
                 delay = min(delay * 2, 5)
 
     async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up when the worker begins to stop."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up when background duties must end."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:

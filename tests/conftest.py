@@ -143,7 +143,12 @@ async def start_worker(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[
 
 
 async def worker_registered(worker: Worker) -> bool:
-    return await worker.redis.zscore(worker.keys.workers, worker.id) is not None
+    """Asked on a client of our own: the worker closes its client when it stops."""
+    client = connect(worker.settings.redis_url)
+    try:
+        return await client.zscore(worker.keys.workers, worker.id) is not None
+    finally:
+        await client.aclose()
 
 
 class WorkerProcess:

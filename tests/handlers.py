@@ -34,3 +34,11 @@ async def unserializable(ctx: Any, data: dict[str, Any]) -> object:
 
 
 TASKS = {"block": block, "fail": fail, "echo": echo, "die": die, "unserializable": unserializable}
+
+
+async def nan_result(ctx: Any, data: dict[str, Any]) -> dict[str, float]:
+    """A result json.dumps accepts by default but JSON (and the API) cannot carry."""
+    return {"value": float("nan")}
+
+
+TASKS["nan_result"] = nan_result

@@ -1,0 +1,26 @@
+"""A task module without a TASKS dict: its public async functions are its handlers."""
+
+from __future__ import annotations
+
+from asyncio import sleep as imported_coroutine  # noqa: F401  (async, but defined elsewhere: not a handler)
+from typing import Any
+
+
+async def greet(ctx: Any, data: dict[str, Any]) -> dict[str, str]:
+    await ctx.log("greeting")
+    return {"greeting": f"hello {data.get('who', 'world')}"}
+
+
+async def shout(ctx: Any, data: dict[str, Any]) -> str:
+    return str(data.get("text", "")).upper()
+
+
+async def _private_helper(ctx: Any, data: dict[str, Any]) -> None:
+    """Leading underscore: not a handler."""
+
+
+def sync_function(ctx: Any, data: dict[str, Any]) -> None:
+    """Not async: not a handler."""
+
+
+NOT_A_FUNCTION = "just a constant"
