@@ -47,16 +47,18 @@ class EventStream:
         self.redis, self.keys, self.response, self.ping_s = client, keys, response, ping_s
         self.cursor: EventId = (0, 0)
 
-    async def run(self, last_event_id: str | None) -> None:
+    async def start_from(self, last_event_id: str | None) -> bool:
+        """Fix where the stream starts, before the client hears it is open (it then loads the
+        list, so anything after this point must reach it). False: the id is unusable, reset."""
         if last_event_id is not None:
             resume_from = parse_event_id(last_event_id)
-            if resume_from is None or not await self._retained(resume_from):
-                await self.response.write(sse("reset", "{}"))
-                last_event_id = None
-            else:
+            if resume_from is not None and await self._retained(resume_from):
                 self.cursor = resume_from
-        if last_event_id is None:
-            self.cursor = await self._latest()
+                return True
+        self.cursor = await self._latest()
+        return last_event_id is None
+
+    async def run(self) -> None:
         failures = 0
         while True:
             try:
@@ -118,15 +120,19 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # no proxy buffering of events
         }
     )
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
     # EventSource sends Last-Event-ID on its own reconnects; a page that opens a new one passes it in the query.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    events = EventStream(store.redis, store.keys, response, request.app[PING_INTERVAL])
+    resumable = await events.start_from(last_event_id)
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    if not resumable:
+        await response.write(sse("reset", "{}"))
     task = asyncio.current_task()
     streams = request.app[STREAMS]
     streams.add(task)
     try:
-        await EventStream(store.redis, store.keys, response, request.app[PING_INTERVAL]).run(last_event_id)
+        await events.run()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away, or the server is shutting down
     finally:
