@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from aiohttp import web
 import admin
 import api
 import openapi
+import security
 import stream
 from keys import DEFAULT_PREFIX, Keys
 from store import JobNotFound, JobStateConflict, JobStore, connect
@@ -51,6 +53,7 @@ class Settings:
     # the dashboard served at / is same-origin and needs nothing. "*" allows every origin.
     cors_origins: frozenset[str] = field(default_factory=lambda: frozenset({"null"}))
     sse_ping_s: float = 15.0
+    api_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +63,7 @@ class Settings:
             host=env.get("HOST", cls.host),
             port=int(env.get("PORT", cls.port)),
             redis_url=env.get("REDIS_URL", cls.redis_url),
+            api_token=env.get("API_TOKEN") or None,
             **({"cors_origins": frozenset(o.strip() for o in origins.split(",") if o.strip())} if origins else {}),
         )
 
@@ -134,10 +138,6 @@ def cors(settings: Settings) -> tuple[Any, Any]:
     return preflight, on_prepare
 
 
-async def dashboard(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(DASHBOARD, headers={"Cache-Control": "no-cache"})
-
-
 async def healthz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), timeout=2)
@@ -149,15 +149,23 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     preflight, add_cors_headers = cors(settings)
     app = web.Application(
-        middlewares=[preflight, errors_as_json],
+        middlewares=[preflight, errors_as_json, security.token_middleware(settings.api_token)],
         client_max_size=MAX_BODY_BYTES,
         # Long enough for a 10,000-character id to reach the app and get a JSON 404.
         handler_args={"max_line_size": 32 * 1024},
     )
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(security.add_nosniff)
+    page = DASHBOARD.read_text()
+    page_headers = security.dashboard_headers(page)
+
+    async def dashboard(request: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html", headers=page_headers)
+
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = connect(settings.redis_url, socket_timeout=5)
+        # Every open stream holds a pub/sub connection of its own: the pool must not cap them low.
+        client = connect(settings.redis_url, socket_timeout=5, max_connections=10_000)
         app[REDIS] = client
         app[api.STORE] = JobStore(client, Keys(settings.prefix))
         yield
@@ -173,6 +181,11 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def redact(url: str) -> str:
+    """A Redis URL without its password, for logs."""
+    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", url)
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = Settings.from_env()
     parser = argparse.ArgumentParser(description="Jobline server: JSON API, SSE stream and dashboard.")
@@ -182,7 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = replace(defaults, host=args.host, port=args.port, redis_url=args.redis_url)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    log.info("Jobline server on http://%s:%d/ (Redis %s)", settings.host, settings.port, redact(settings.redis_url))
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log_class=security.AccessLogger,
+    )
 
 
 if __name__ == "__main__":
