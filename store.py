@@ -57,6 +57,23 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, **options)
 
 
+async def durability_warnings(client: redis.Redis) -> list[str]:
+    """What in Redis's configuration could lose jobs: eviction, or no persistence at all."""
+    try:
+        config = await client.config_get("maxmemory-policy")
+        config.update(await client.config_get("appendonly"))
+        config.update(await client.config_get("save"))
+    except redis.ResponseError:  # CONFIG is disabled on some managed Redis services
+        return []
+    warnings = []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict jobs; use noeviction")
+    if config.get("appendonly") != "yes" and not config.get("save"):
+        warnings.append("Redis has no persistence (appendonly no, no save points): a Redis restart loses every job")
+    return warnings
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.redis = client

@@ -30,7 +30,7 @@ import redis.exceptions
 import tasks
 from keys import DEFAULT_PREFIX, Keys
 from models import Job, now_ms
-from store import JobStore, connect
+from store import JobStore, connect, durability_warnings
 from tasks import Handler
 
 log = logging.getLogger("jobline.worker")
@@ -138,6 +138,9 @@ class Worker:
         s = self.settings
         if not await self._register():
             return
+        with contextlib.suppress(*REDIS_ERRORS):
+            for warning in await durability_warnings(self.redis):
+                log.warning(warning)
         log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
         # Background duties run until the very end (the heartbeat must go on while jobs drain) and
         # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
