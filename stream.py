@@ -62,7 +62,7 @@ class EventStream:
         failures = 0
         while True:
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self.redis.pubsub() as pubsub:
                     await pubsub.psubscribe(self.keys.job_channel_pattern, self.keys.queue_channel_pattern)
                     await self._replay()
                     failures = 0
@@ -99,6 +99,13 @@ class EventStream:
             message = await pubsub.get_message(timeout=self.ping_s)
             if message is None:
                 await self.response.write(b": ping\n\n")
+                continue
+            if message["type"] == "psubscribe":
+                # (Re)subscribed, also when redis-py reconnected by itself after a dropped
+                # connection: whatever was published meanwhile is only in the stream. Catch up.
+                await self._replay()
+                continue
+            if message["type"] != "pmessage":
                 continue
             event_id, event, payload = message["data"].split("\n", 2)
             await self._send(event_id, event, payload)

@@ -89,7 +89,8 @@ class JobContext:
         await self._update(log=str(text))
 
     async def _update(self, **changes: Any) -> None:
-        if not await self._worker.store.update(self.job, **changes):
+        # A Redis blip must not cost the job an attempt: ride it out (the update is fenced).
+        if not await self._worker._retrying(self._worker.store.update, self.job, **changes):
             # Cancelled, or recovered by another worker while we were stalled: stop quietly.
             self._worker.stop_job(self.job.id, "lost")
 
@@ -403,12 +404,12 @@ class Worker:
             except REDIS_ERRORS as error:
                 log.warning("%s failed: %s", duty.__name__, error)
 
-    async def _retrying(self, call: Any, *args: Any) -> Any:
-        """Acks must not be lost to a Redis blip; fencing makes a late repeat harmless."""
+    async def _retrying(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Acks and progress must not be lost to a Redis blip; fencing makes a late repeat harmless."""
         delay = 0.1
         while True:
             try:
-                return await call(*args)
+                return await call(*args, **kwargs)
             except REDIS_ERRORS as error:
                 log.warning("%s failed (%s); retrying in %.1f s", getattr(call, "__name__", call), error, delay)
                 await asyncio.sleep(delay)
