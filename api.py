@@ -78,16 +78,20 @@ async def patch_job(request: web.Request) -> web.Response:
     return job_response(await request.app[STORE].set_priority(job_id, priority))
 
 
+# "bulk" and "stream" are routes of their own, never job ids (so e.g. GET /api/jobs/bulk is a 405).
+JOB = r"/api/jobs/{id:(?!bulk$|stream$)[^{}/]+}"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
             web.post("/api/jobs", create_job),
             web.get("/api/jobs", list_jobs),
-            web.get(r"/api/jobs/{id}", get_job),
-            web.delete(r"/api/jobs/{id}", delete_job),
-            web.patch(r"/api/jobs/{id}", patch_job),
-            web.post(r"/api/jobs/{id}/cancel", cancel_job),
-            web.post(r"/api/jobs/{id}/retry", retry_job),
-            web.post(r"/api/jobs/{id}/promote", promote_job),
+            web.get(JOB, get_job),
+            web.delete(JOB, delete_job),
+            web.patch(JOB, patch_job),
+            web.post(JOB + "/cancel", cancel_job),
+            web.post(JOB + "/retry", retry_job),
+            web.post(JOB + "/promote", promote_job),
         ]
     )

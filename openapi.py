@@ -51,6 +51,13 @@ _EMPTY_BODY = {
     "content": {JSON: {"schema": {"type": "object", "additionalProperties": False, "maxProperties": 0}}},
 }
 _NAME = {"type": "string", "pattern": v.NAME_RE.pattern, "minLength": 1, "maxLength": 64}
+_NAME_FILTER = {"type": "string", "pattern": "^([A-Za-z0-9_.-]{1,64})?$", "description": "Empty: no filter."}
+_STATUS_RE = "(" + "|".join(STATUSES) + ")"
+_STATUS_FILTER = {
+    "type": "string",
+    "pattern": f"^({_STATUS_RE}(,{_STATUS_RE})*)?$",
+    "description": "Comma-separated statuses; empty: every status.",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -97,7 +104,11 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "additionalProperties": False,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": v.MAX_NAME_CHARS},
+            "name": {
+                "type": "string", "minLength": 1, "maxLength": v.MAX_NAME_CHARS,
+                "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+                "description": "Not blank, no NUL, valid Unicode (no lone surrogates).",
+            },
             "type": {**_NAME, "default": "demo"},
             "queue": {**_NAME, "default": "default"},
             "data": {"type": "object", "description": "At most 64 KiB encoded."},
@@ -105,7 +116,7 @@ SCHEMAS: dict[str, Any] = {
             "delayMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_DELAY_MS},
             "maxAttempts": {"type": "integer", "minimum": 1, "maximum": v.MAX_ATTEMPTS, "default": 3},
             "backoffMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_BACKOFF_MS, "default": 1000},
-            "timeoutMs": {"type": "integer", "minimum": 1, "maximum": v.MAX_TIMEOUT_MS},
+            "timeoutMs": {"type": "integer", "minimum": 1, "maximum": v.MAX_TIMEOUT_MS, "nullable": True},
         },
     },
     "JobList": {
@@ -179,9 +190,9 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "List jobs, newest first",
             "parameters": [
-                {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated statuses."},
-                {"name": "type", "in": "query", "schema": _NAME},
-                {"name": "queue", "in": "query", "schema": _NAME},
+                {"name": "status", "in": "query", "schema": _STATUS_FILTER},
+                {"name": "type", "in": "query", "schema": _NAME_FILTER},
+                {"name": "queue", "in": "query", "schema": _NAME_FILTER},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIMIT, "default": 50}},
                 {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET, "default": 0}},
             ],  # fmt: skip
@@ -222,6 +233,7 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {JSON: {"schema": {
                     "type": "object", "required": ["action"], "additionalProperties": False,
+                    "oneOf": [{"required": ["ids"]}, {"required": ["status"]}],
                     "properties": {
                         "action": {"type": "string", "enum": list(v.BULK_ACTIONS)},
                         "ids": {"type": "array", "minItems": 1, "maxItems": v.MAX_BULK_IDS,
@@ -267,7 +279,7 @@ PATHS: dict[str, Any] = {
                     "type": "object", "required": ["status"], "additionalProperties": False,
                     "properties": {
                         "status": {"type": "string", "enum": list(v.CLEANABLE)},
-                        "olderThanMs": {"type": "integer", "minimum": 0},
+                        "olderThanMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_CLEAN_AGE_MS},
                     },
                 }}},
             },  # fmt: skip

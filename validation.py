@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TYPE, Priority, Status
@@ -17,9 +18,14 @@ MAX_DELAY_MS = 366 * 24 * 3600 * 1000
 MAX_BACKOFF_MS = 24 * 3600 * 1000
 MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 MAX_ATTEMPTS = 100
+MAX_CLEAN_AGE_MS = 10 * 366 * 24 * 3600 * 1000
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
 
+BULK_ACTIONS = ("retry", "cancel", "delete")
+CLEANABLE = ("completed", "failed", "cancelled")
+MAX_BULK_IDS = 10_000
+STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
     {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "timeoutMs"}
 )
@@ -47,21 +53,32 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts them, browsers do not
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows a double")  # 1e999 would be stored as Infinity
+    return value
+
+
 def parse_json_body(raw: bytes, allow_empty: bool = False) -> Any:
     if not raw.strip():
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
 
-def _int(body: dict[str, Any], field: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(field, default)
-    if value is None:
+def _int(
+    body: dict[str, Any], field: str, default: int | None, low: int, high: int, nullable: bool = False
+) -> int | None:
+    if field not in body:
         return default
+    value = body[field]
+    if value is None and nullable:
+        return None
     # bool is an int in Python, but `true` is not a number of milliseconds
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, "must be an integer")
@@ -108,7 +125,7 @@ def parse_new_job(body: Any) -> NewJob:
         delay_ms=_int(body, "delayMs", 0, 0, MAX_DELAY_MS) or 0,
         max_attempts=_int(body, "maxAttempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS,
         backoff_ms=_int(body, "backoffMs", DEFAULT_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
-        timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS),
+        timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS, nullable=True),  # null: no timeout
     )
 
 
@@ -138,7 +155,7 @@ def _query_int(query: Any, field: str, default: int, low: int, high: int) -> int
     raw = query.get(field)
     if raw is None:
         return default
-    if not re.fullmatch(r"-?\d{1,12}", raw):
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
         raise invalid(field, "must be an integer")
     value = int(raw)
     if not low <= value <= high:
@@ -149,7 +166,8 @@ def _query_int(query: Any, field: str, default: int, low: int, high: int) -> int
 def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, int, int]:
     """?status=a,b&type=&queue=&limit=&offset= -> (statuses, queue, type, limit, offset)."""
     statuses: list[Status] = []
-    for raw in filter(None, query.get("status", "").split(",")):
+    raw_statuses = query.get("status", "")
+    for raw in raw_statuses.split(",") if raw_statuses else []:
         try:
             statuses.append(Status(raw))
         except ValueError:
@@ -165,12 +183,8 @@ def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, 
     return list(dict.fromkeys(statuses)), names["queue"], names["type"], limit, offset
 
 
-BULK_ACTIONS = ("retry", "cancel", "delete")
-CLEANABLE = ("completed", "failed", "cancelled")
-MAX_BULK_IDS = 10_000
 
-
-def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
+def _object(body: Any, allowed: AbstractSet[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "validation_error", "the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -212,8 +226,6 @@ def parse_clean(body: Any) -> tuple[str, int]:
     status = body.get("status")
     if status not in CLEANABLE:
         raise invalid("status", f"must be one of {', '.join(CLEANABLE)}")
-    older_than = _int(body, "olderThanMs", 0, 0, 10 * 366 * 24 * 3600 * 1000)
+    older_than = _int(body, "olderThanMs", 0, 0, MAX_CLEAN_AGE_MS)
     return status, older_than or 0
 
-
-STATUS_VALUES = tuple(s.value for s in Status)

@@ -1,0 +1,246 @@
+"""Fuzzing the HTTP API from its own OpenAPI document, with Schemathesis.
+
+The document the app serves at /api/openapi.json drives the requests: valid and invalid ones
+(Schemathesis' positive and negative modes, its example, coverage and fuzzing phases) for every
+operation except the endless SSE stream. The real server runs as a subprocess (`python server.py`)
+against the tests' throwaway redis-server.
+
+- test_api_conforms_to_its_openapi_document: every response passes four checks: never a 5xx (the
+  spec: "never a traceback, never a 500 for bad input"); a status code the document lists for the
+  operation; the documented Content-Type; a body that validates against the documented schema.
+- test_job_routes_on_existing_jobs: the same for the {id} routes, on real jobs instead of 404s.
+- test_document_and_app_agree_on_valid_input: what the document calls valid the app accepts, what it
+  calls invalid the app rejects with a 4xx, and `Allow` lists the documented methods.
+- test_numbers_too_big_for_a_float_are_rejected: a hand-picked input the generator cannot produce.
+
+Bounded and reproducible: at most MAX_EXAMPLES generated cases per operation and test (plus the
+deterministic example and coverage cases), `derandomize=True`, no example database. The last test
+prints how many cases ran and how long they took.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+import openapi
+from tests.conftest import ROOT, RedisProcess, free_port
+from validation import ID_RE
+
+MAX_EXAMPLES = 30
+REQUEST_TIMEOUT_S = 10
+CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+AGREEMENT = [not_a_server_error, positive_data_acceptance, negative_data_rejection, allow_header_conformance]
+
+# The document as served: openapi_json() sends DOCUMENT through json.dumps, so its JSON round trip is
+# what /api/openapi.json answers (test_served_document_is_the_fuzzed_one holds them together). Loading
+# it here, not from the live server, gives one pytest item per operation at collection time.
+DOCUMENT: dict[str, Any] = json.loads(json.dumps(openapi.DOCUMENT))
+# An explicit config: a schemathesis.toml lying around must not change what CI runs.
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config()).exclude(
+    path="/api/jobs/stream"  # endless SSE
+)
+
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+RAN: Counter[str] = Counter()  # cases sent, per documented operation
+STARTED: list[float] = []
+
+
+class ServerProcess:
+    """`python server.py` on a free port, against the given Redis."""
+
+    def __init__(self, redis_url: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cmd = [sys.executable, "server.py", "--host", "127.0.0.1", "--port", str(self.port), "--redis-url", redis_url]
+        # The log goes to a file, not a pipe: an unread pipe fills up and the server blocks on its access log.
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server.py exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server.py did not answer /healthz within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def live_server(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    server = ServerProcess(redis_server.url, tmp_path_factory.mktemp("fuzz") / "server.log")
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def http(live_server: ServerProcess) -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def seeded_ids(live_server: ServerProcess, http: requests.Session) -> list[str]:
+    """Fresh real jobs for each {id} operation, in the states reachable without a worker."""
+    ids = []
+    for fields in (
+        {"name": "fuzz waiting"},
+        {"name": "fuzz high", "priority": "high", "queue": "fuzz"},
+        {"name": "fuzz delayed", "delayMs": 3_600_000},
+        {"name": "fuzz cancelled"},
+    ):
+        response = http.post(f"{live_server.url}/api/jobs", json=fields, timeout=REQUEST_TIMEOUT_S)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    cancelled = http.post(f"{live_server.url}/api/jobs/{ids[-1]}/cancel", timeout=REQUEST_TIMEOUT_S)
+    assert cancelled.status_code == 200, cancelled.text
+    return ids
+
+
+def run_case(case: Any, server: ServerProcess, http: requests.Session, checks: list[Any]) -> None:
+    if not STARTED:
+        STARTED.append(time.monotonic())
+    RAN[case.operation.label] += 1
+    response = case.call(base_url=server.url, session=http, timeout=REQUEST_TIMEOUT_S)
+    case.validate_response(response, checks=checks)
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_api_conforms_to_its_openapi_document(case: Any, live_server: ServerProcess, http: requests.Session) -> None:
+    run_case(case, live_server, http, CONFORMANCE)
+
+
+@schema.include(path_regex=r"\{id\}").parametrize()
+@FUZZ_SETTINGS
+def test_job_routes_on_existing_jobs(
+    case: Any, live_server: ServerProcess, http: requests.Session, seeded_ids: list[str]
+) -> None:
+    """The {id} routes again, with a schema-valid generated id swapped for a real job's (chosen from the
+    generated one, so a run is reproducible); the rest of the request stays as generated. Invalid ids
+    (negative mode) are sent as they are: they must still be a documented 404."""
+    generated = (case.path_parameters or {}).get("id")
+    if isinstance(generated, str) and ID_RE.fullmatch(generated):
+        case.path_parameters["id"] = seeded_ids[sum(map(ord, generated)) % len(seeded_ids)]
+    run_case(case, live_server, http, CONFORMANCE)
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_document_and_app_agree_on_valid_input(
+    case: Any, live_server: ServerProcess, http: requests.Session
+) -> None:
+    """The document is the contract clients and tools read: a request it calls valid must not get a 4xx
+    for being invalid, one it calls invalid must not be accepted, and OPTIONS' Allow must list the
+    documented methods of the path."""
+    run_case(case, live_server, http, AGREEMENT)
+
+
+def test_served_document_is_the_fuzzed_one(live_server: ServerProcess, http: requests.Session) -> None:
+    response = http.get(f"{live_server.url}/api/openapi.json", timeout=REQUEST_TIMEOUT_S)
+    assert response.status_code == 200
+    assert response.json() == DOCUMENT
+
+
+def _strict_json(text: str) -> Any:
+    """JSON as a browser reads it: NaN and Infinity are not JSON."""
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_numbers_too_big_for_a_float_are_rejected(
+    live_server: ServerProcess, http: requests.Session, number: str
+) -> None:
+    """Python's json reads 1e999 as float('inf'); the generator never sends it (it only produces real
+    JSON numbers that fit a float), so it is hand-picked here. The app must not store it and then answer
+    with `Infinity`, which no JSON parser (JSON.parse, the dashboard) accepts."""
+    body = '{"name": "overflow", "data": {"n": %s}}' % number
+    response = http.post(
+        f"{live_server.url}/api/jobs",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+    not_json = None
+    try:
+        _strict_json(response.text)
+    except ValueError as error:
+        not_json = str(error)
+    if response.status_code == 201:  # keep the bad job out of every later listing
+        http.delete(f"{live_server.url}{response.headers['Location']}", timeout=REQUEST_TIMEOUT_S)
+    assert not_json is None, f"POST /api/jobs {body} -> {response.status_code}, a body that is not JSON: {response.text}"
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in {"invalid_json", "validation_error"}
+
+
+def test_fuzz_case_count_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs last (file order): how many cases the Schemathesis tests above sent, and in how long."""
+    total = sum(RAN.values())
+    if not total:
+        pytest.skip("no Schemathesis test ran in this session (deselected?)")
+    elapsed = time.monotonic() - STARTED[0]
+    lines = [
+        f"schemathesis {schemathesis.__version__}: {total} cases over {len(RAN)} operations in {elapsed:.1f} s",
+        *(f"  {count:5d}  {label}" for label, count in sorted(RAN.items())),
+    ]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert total >= len(RAN)
