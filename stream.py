@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 import redis.exceptions
@@ -23,7 +24,6 @@ from keys import Keys
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = web.AppKey("ping_interval", float)
-STREAMS = web.AppKey("streams", set)  # handler tasks of open streams, stopped on shutdown
 REPLAY_BATCH = 500
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
@@ -40,11 +40,22 @@ def sse(event: str, data: str, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
+@dataclass
+class OpenStreams:
+    """Shared by the app's streams: once the server shuts down, every stream ends within a second
+    (aiohttp waits for open handlers; cancelling them from on_shutdown breaks its own bookkeeping)."""
+
+    closing: bool = False
+
+
 class EventStream:
     """One client's stream: its own pub/sub subscription and a cursor into the event history."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, response: web.StreamResponse, ping_s: float) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, response: web.StreamResponse, ping_s: float, server: OpenStreams
+    ) -> None:
         self.redis, self.keys, self.response, self.ping_s = client, keys, response, ping_s
+        self.server = server
         self.cursor: EventId = (0, 0)
 
     async def start_from(self, last_event_id: str | None) -> bool:
@@ -59,8 +70,9 @@ class EventStream:
         return last_event_id is None
 
     async def run(self) -> None:
+        """Until the client leaves (a write fails) or the server shuts down."""
         failures = 0
-        while True:
+        while not self.server.closing:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.psubscribe(self.keys.job_channel_pattern, self.keys.queue_channel_pattern)
@@ -95,11 +107,16 @@ class EventStream:
                 return
 
     async def _forward(self, pubsub: redis.client.PubSub) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=self.ping_s)
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        while not self.server.closing:  # checked at least every second, so shutdown is prompt
+            message = await pubsub.get_message(timeout=min(self.ping_s, 1.0))
             if message is None:
-                await self.response.write(b": ping\n\n")
+                if loop.time() - quiet_since >= self.ping_s:
+                    await self.response.write(b": ping\n\n")
+                    quiet_since = loop.time()
                 continue
+            quiet_since = loop.time()
             if message["type"] == "psubscribe":
                 # (Re)subscribed, also when redis-py reconnected by itself after a dropped
                 # connection: whatever was published meanwhile is only in the stream. Catch up.
@@ -118,7 +135,13 @@ class EventStream:
         self.cursor = parsed
 
 
+STREAMS = web.AppKey("streams", OpenStreams)
+
+
 async def job_stream(request: web.Request) -> web.StreamResponse:
+    open_streams = request.app[STREAMS]
+    if open_streams.closing:
+        raise web.HTTPServiceUnavailable(reason="the server is shutting down")
     store = request.app[STORE]
     response = web.StreamResponse(
         headers={
@@ -127,34 +150,28 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # no proxy buffering of events
         }
     )
-    # EventSource sends Last-Event-ID on its own reconnects; a page that opens a new one passes it in the query.
-    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    events = EventStream(store.redis, store.keys, response, request.app[PING_INTERVAL])
-    resumable = await events.start_from(last_event_id)
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
-    if not resumable:
-        await response.write(sse("reset", "{}"))
-    task = asyncio.current_task()
-    streams = request.app[STREAMS]
-    streams.add(task)
     try:
+        # EventSource sends Last-Event-ID on its own reconnects; a page that opens a new one passes it in the query.
+        last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        events = EventStream(store.redis, store.keys, response, request.app[PING_INTERVAL], open_streams)
+        resumable = await events.start_from(last_event_id)
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        if not resumable:
+            await response.write(sse("reset", "{}"))
         await events.run()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client went away, or the server is shutting down
-    finally:
-        streams.discard(task)
+    except ConnectionResetError:
+        pass  # the client went away
     return response
 
 
 async def _track_streams(app: web.Application) -> AsyncIterator[None]:
-    app[STREAMS] = set()
+    app[STREAMS] = OpenStreams()
     yield
 
 
 async def _stop_streams(app: web.Application) -> None:
-    for task in list(app[STREAMS]):
-        task.cancel()
+    app[STREAMS].closing = True
 
 
 def add_routes(app: web.Application, ping_interval: float) -> None:

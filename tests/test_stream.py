@@ -159,3 +159,45 @@ async def test_fifty_dropped_clients_leave_no_redis_connections(client: Any, red
 
 async def _count_is(redis_client: Any, expected: int) -> bool:
     return await pubsub_clients(redis_client) == expected
+
+
+async def test_server_stops_promptly_with_streams_open(redis_url: str) -> None:
+    """aiohttp waits for open handlers on shutdown: every stream must end by itself within a second."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--redis-url", redis_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            await wait_until(lambda: _healthy(session, port), timeout=15)
+            streams = [await session.get(f"http://127.0.0.1:{port}/api/jobs/stream") for _ in range(10)]
+            server.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            while server.poll() is None and time.monotonic() - started < 10:
+                await asyncio.sleep(0.05)
+            assert server.poll() == 0, "the server did not exit within 10 s of SIGTERM"
+            assert time.monotonic() - started < 5
+            for response in streams:
+                response.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def _healthy(session: Any, port: int) -> bool:
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+            return response.status == 200
+    except OSError:
+        return False
