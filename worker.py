@@ -172,6 +172,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 await self._heartbeat()
+                await self.redis.sadd(self.keys.queues, *self.settings.queues)  # listed even before a job
                 return True
             except REDIS_ERRORS as error:
                 log.warning("cannot reach Redis (%s); retrying in %.1f s", error, delay)

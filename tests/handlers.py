@@ -42,3 +42,14 @@ async def nan_result(ctx: Any, data: dict[str, Any]) -> dict[str, float]:
 
 
 TASKS["nan_result"] = nan_result
+
+
+async def html_everywhere(ctx: Any, data: dict[str, Any]) -> None:
+    """Puts HTML in every text a job shows: its action, a log line and (raised) its failed reason."""
+    await ctx.progress(50, "<img src=x onerror=alert(3)>")
+    await ctx.log("<img src=x onerror=alert(4)>")
+    await asyncio.sleep(data.get("holdMs", 0) / 1000)
+    raise RuntimeError("<img src=x onerror=alert(5)>")
+
+
+TASKS["html_everywhere"] = html_everywhere

@@ -291,3 +291,380 @@ async def test_api_errors_show_as_toasts_with_the_server_message(client: Any, wa
     # The browser itself logs the failed request; anything else would be the page's fault.
     watched.console_errors = [e for e in watched.console_errors if "status of 400" not in e]
     watched.assert_clean()
+
+
+# -- the queue and worker panels, bulk actions, token ----------------------------------------------
+# The panels poll every 3 s and refresh on events (at most once a second); waits below allow for that.
+ADMIN_POLL_S = 3.0
+HTML = {n: f"<img src=x onerror=alert({n})>" for n in range(3, 7)}
+
+
+def queue_item(page: Page, name: str = "default") -> Locator:
+    return page.locator(f'#queue-list > .qitem[data-queue="{name}"]')
+
+
+def count_of(queue: Locator, status: str) -> Locator:
+    return queue.locator(f'.stat[data-status="{status}"] .stat-n')
+
+
+def worker_row(page: Page, worker_id: str) -> Locator:
+    return page.locator(f'#worker-rows > [role="row"][data-id="{worker_id}"]')
+
+
+def is_post(path: str) -> Any:
+    return lambda r: r.request.method == "POST" and r.url.endswith(path)
+
+
+async def test_queue_panel_pauses_and_resumes_a_queue(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    await start_worker()
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    queue = queue_item(page)
+    # Listed before its first job: a live worker serves it.
+    await expect(queue.locator(".q-state")).to_have_text("running")
+
+    async with page.expect_response(is_post("/api/admin/queues/default/pause")) as info:
+        await queue.locator('button[data-qact="pause"]').click()
+    assert (await info.value).status == 200
+    await expect(queue).to_have_attribute("data-paused", "true")
+    await expect(queue.locator(".q-state")).to_have_text("paused")
+    await expect(queue.locator("button.q-pause")).to_have_text("Resume")
+    await expect(page.locator("#queues-summary")).to_have_text("1 queue · 1 paused")
+
+    # A job created now waits, though the worker has free slots.
+    job = await create_job(client, name="Held by the pause", type="noop")
+    row = row_of(page, job["id"])
+    await expect(row.locator(".badge")).to_have_text("waiting")
+    await expect(count_of(queue, "waiting")).to_have_text("1")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert await row.get_attribute("data-status") == "waiting"
+        await asyncio.sleep(0.1)
+    await expect(queue).to_have_attribute("data-paused", "true")
+
+    async with page.expect_response(is_post("/api/admin/queues/default/resume")) as info:
+        await queue.locator('button[data-qact="resume"]').click()
+    assert (await info.value).status == 200
+    await expect(row.locator(".badge")).to_have_text("completed")
+    await expect(queue).to_have_attribute("data-paused", "false")
+    await expect(queue.locator("button.q-pause")).to_have_text("Pause")
+    await expect(count_of(queue, "completed")).to_have_text("1")
+    await expect(count_of(queue, "waiting")).to_have_text("0")
+
+    # Paused and resumed elsewhere (curl): the `queue` events show it at once, before any poll.
+    assert (await client.post("/api/admin/queues/default/pause", json={})).status == 200
+    await expect(queue.locator(".q-state")).to_have_text("paused", timeout=ADMIN_POLL_S * 500)
+    assert (await client.post("/api/admin/queues/default/resume", json={})).status == 200
+    await expect(queue.locator(".q-state")).to_have_text("running", timeout=ADMIN_POLL_S * 500)
+    watched.assert_clean()
+
+
+async def test_clean_confirmation_survives_live_updates(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    polls: list[float] = []
+    page.on(
+        "request",
+        lambda r: polls.append(time.monotonic()) if r.method == "GET" and r.url.endswith("/api/admin/queues") else None,
+    )
+    await start_worker()
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    finished = [await create_job(client, name=f"Finished {i}", type="noop") for i in range(3)]
+    later = await create_job(client, name="Nightly report", type="noop", delayMs=3_600_000)
+    for job in finished:
+        await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("completed")
+    queue = queue_item(page)
+    await expect(count_of(queue, "completed")).to_have_text("3")
+
+    await queue.locator('button[data-qact="clean"]').click()
+    confirm = queue.locator(".q-confirm")
+    status, age = confirm.locator("select").nth(0), confirm.locator("select").nth(1)
+    await expect(confirm).to_be_visible()
+    await expect(status).to_be_focused()
+    await status.select_option("completed")
+    await age.select_option("0")
+    await expect(confirm.locator(".hint")).to_have_text("· 3 jobs, no undo")
+    await queue.evaluate("node => { node.__kept = true; node.querySelector('.q-confirm').__kept = true; }")
+
+    # While it is open: jobs are created, run, report progress and finish (events), and polls come.
+    more = [await create_job(client, name=f"More {i}", type="noop") for i in range(2)]
+    crawl = await create_job(client, name="Short crawl", data={"steps": 6, "stepMs": 150})
+    for job in [*more, crawl]:
+        await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("completed")
+    await expect(count_of(queue, "completed")).to_have_text("6")  # counts change in place...
+    await expect(confirm.locator(".hint")).to_have_text("· 6 jobs, no undo")  # ...inside the confirm too
+    quiet_since = len(polls)
+    await page.wait_for_timeout(ADMIN_POLL_S * 1000 + 700)  # a full periodic cycle
+    assert len(polls) > quiet_since, "no refresh happened while the confirm was open"
+    await expect(confirm).to_be_visible()
+    assert await queue.evaluate("node => node.isConnected && node.__kept && node.querySelector('.q-confirm').__kept")
+    await expect(status).to_be_focused()  # focus, too, stayed where it was
+    assert await status.input_value() == "completed"
+    assert await age.input_value() == "0"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-clean.png", animations="disabled")
+
+    async with page.expect_response(is_post("/api/admin/queues/default/clean")) as info:
+        await confirm.locator('button[data-qact="clean-confirm"]').click()
+    response = await info.value
+    assert response.request.post_data_json == {"status": "completed", "olderThanMs": 0}
+    assert await response.json() == {"removed": 6}
+    await expect(confirm).to_be_hidden()
+    await expect(page.locator("#toasts .toast")).to_contain_text("Removed 6 completed jobs from default")
+    await expect(page.locator("#job-rows > [role=row]")).to_have_count(1)  # the completed rows are gone
+    await expect(row_of(page, later["id"]).locator(".badge")).to_have_text("delayed")
+    await expect(page.locator("#total")).to_have_text("1 job")
+    await expect(count_of(queue, "completed")).to_have_text("0")
+    await expect(count_of(queue, "delayed")).to_have_text("1")
+    watched.assert_clean()
+
+
+async def test_bulk_actions_on_selected_rows(client: Any, watched: Watched) -> None:
+    page = watched.page
+    jobs = [await create_job(client, name=f"Batch {i}", type="noop") for i in range(5)]  # no worker: they wait
+    chosen, spare, other = jobs[:3], jobs[3], jobs[4]
+    assert (await client.post(f"/api/jobs/{other['id']}/cancel", json={})).status == 200
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(page.locator("#total")).to_have_text("5 jobs")
+    bulk, select_all = page.locator("#bulk"), page.locator("#select-all")
+    await expect(bulk).to_be_hidden()
+
+    for job in chosen:
+        await row_of(page, job["id"]).locator("input.row-check").check()
+    await expect(bulk).to_be_visible()
+    await expect(page.locator("#bulk-count")).to_have_text("3 selected")
+    assert await select_all.evaluate("box => box.indeterminate && !box.checked")
+
+    # A selected row changes (priority, by event): it stays selected.
+    patched = await client.patch(f"/api/jobs/{chosen[0]['id']}", json={"priority": "high"})
+    assert patched.status == 200, await patched.text()
+    await expect(row_of(page, chosen[0]["id"]).locator(".chip")).to_be_visible()
+    await expect(row_of(page, chosen[0]["id"]).locator("input.row-check")).to_be_checked()
+
+    async with page.expect_response(is_post("/api/jobs/bulk")) as info:
+        await bulk.locator('button[data-bulk="cancel"]').click()
+    response = await info.value
+    sent = response.request.post_data_json
+    assert sent["action"] == "cancel" and sorted(sent["ids"]) == sorted(j["id"] for j in chosen)
+    assert await response.json() == {"affected": 3}
+    await expect(page.locator("#toasts .toast")).to_contain_text("Cancelled 3 jobs")
+    for job in chosen:
+        row = row_of(page, job["id"])
+        await expect(row.locator(".badge")).to_have_text("cancelled")
+        await expect(row.locator("input.row-check")).to_be_checked()  # kept across the update
+    await expect(row_of(page, spare["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(row_of(page, spare["id"]).locator("input.row-check")).not_to_be_checked()
+    await expect(bulk.locator('button[data-bulk="cancel"]')).to_be_disabled()  # nothing left to cancel
+    await expect(bulk.locator('button[data-bulk="retry"]')).to_be_enabled()
+
+    delete = bulk.locator('button[data-bulk="delete"]')
+    await delete.click()  # the first click arms it
+    await expect(delete).to_have_text("Confirm")
+    async with page.expect_response(is_post("/api/jobs/bulk")) as info:
+        await delete.click()
+    response = await info.value
+    assert response.request.post_data_json["action"] == "delete"
+    assert await response.json() == {"affected": 3}
+    for job in chosen:
+        await expect(row_of(page, job["id"])).to_have_count(0)
+    await expect(bulk).to_be_hidden()
+    await expect(page.locator("#total")).to_have_text("2 jobs")
+    for job in chosen:
+        assert (await client.get(f"/api/jobs/{job['id']}")).status == 404
+
+    # Select-all takes the rows shown: with the "cancelled" filter, only that one.
+    await page.locator('#filter button[data-status="cancelled"]').click()
+    await expect(page.locator("#job-rows > [role=row]")).to_have_count(1)
+    await select_all.check()
+    await expect(page.locator("#bulk-count")).to_have_text("1 selected")
+    await expect(row_of(page, other["id"]).locator("input.row-check")).to_be_checked()
+    async with page.expect_response(is_post("/api/jobs/bulk")) as info:
+        await bulk.locator('button[data-bulk="retry"]').click()
+    assert (await info.value).request.post_data_json == {"action": "retry", "ids": [other["id"]]}
+    await expect(page.locator("#job-rows > [role=row]")).to_have_count(0)  # retried: waiting, filtered out
+    await expect(bulk).to_be_hidden()
+    assert not await select_all.is_checked()
+    await page.locator('#filter button[data-status=""]').click()
+    await expect(row_of(page, other["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(row_of(page, other["id"]).locator("input.row-check")).not_to_be_checked()
+    await select_all.check()
+    await expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    await select_all.uncheck()
+    await expect(bulk).to_be_hidden()
+    watched.assert_clean()
+
+
+async def test_workers_panel_and_admin_screenshots(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    worker = await start_worker()
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    row = worker_row(page, worker.id)
+    await expect(row.locator(".w-id")).to_have_text(worker.id)
+    await expect(row.locator(".w-host")).to_have_text(f"{worker.host} · pid {os.getpid()}")
+    await expect(row.locator(".w-queues")).to_have_text("default")
+    await expect(row.locator(".w-active")).to_have_text("0/5")
+    await expect(row.locator(".w-processed")).to_have_text("0")
+    await expect(row.locator(".w-seen")).to_have_text(re.compile(r"^(just now|\d s ago)$"))
+    await expect(page.locator("#workers-summary")).to_have_text("1 live · 0/5 slots busy")
+
+    quick = [await create_job(client, name=f"Quick check {i}", type="noop") for i in range(3)]
+    flaky = await create_job(
+        client, name="Flaky scrape", type="fail", maxAttempts=1, data={"message": "net::ERR_CONNECTION_RESET"}
+    )
+    blocker = await create_job(client, name="Long crawl", type="block")
+    for job in quick:
+        await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("completed")
+    await expect(row_of(page, flaky["id"]).locator(".badge")).to_have_text("failed")
+    await expect(row_of(page, blocker["id"]).locator(".badge")).to_have_text("active")
+    await expect(row.locator(".w-processed")).to_have_text("3")  # grew as the jobs ran
+    await expect(row.locator(".w-failed")).to_have_text("1")
+    await expect(row.locator(".w-active")).to_have_text("1/5")
+    queue = queue_item(page)
+    await expect(count_of(queue, "completed")).to_have_text("3")
+    await expect(count_of(queue, "failed")).to_have_text("1")
+    await expect(count_of(queue, "active")).to_have_text("1")
+    await expect(queue.locator(".q-rate")).to_have_text("3 done/min · 1 failed")
+    await expect(queue.locator(".q-failures .sum-latest")).to_have_text(
+        "Flaky scrape: RuntimeError: net::ERR_CONNECTION_RESET"
+    )
+    chart = queue.locator("svg.q-chart")
+    await expect(chart).to_have_attribute("aria-label", "Last 15 minutes: 3 completed, 1 failed")
+    heights = "rs => rs.map(r => +r.getAttribute('height'))"
+    ok, bad = [await chart.locator(f"rect.{kind}").evaluate_all(heights) for kind in ("ok", "bad")]
+    assert len(ok) == len(bad) == 15 and sum(ok) > 0 and sum(bad) > 0, (ok, bad)
+
+    # More for the screenshot: a second, paused queue with work waiting, a running demo job, a selection.
+    for i in range(2):
+        await create_job(client, name=f"Send digest {i}", type="noop", queue="emails")
+    assert (await client.post("/api/admin/queues/emails/pause", json={})).status == 200
+    demo = await create_job(client, name="Crawl documentation site", data={"steps": 100, "stepMs": 400})
+    await expect(row_of(page, demo["id"]).locator(".pct")).not_to_have_text("0%")
+    emails = queue_item(page, "emails")
+    await expect(emails.locator(".q-state")).to_have_text("paused")
+    await expect(count_of(emails, "waiting")).to_have_text("2")
+    for job in quick[:2]:
+        await row_of(page, job["id"]).locator("input.row-check").check()
+    await page.mouse.move(0, 0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-admin.png", animations="disabled")
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=ARTIFACTS / "dashboard-admin-dark.png", animations="disabled")
+    for job in (blocker, demo):  # quick worker stop
+        assert (await client.post(f"/api/jobs/{job['id']}/cancel", json={})).status == 200
+    watched.assert_clean()
+
+
+async def test_html_in_every_field_shows_as_text(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    await start_worker()
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    name = "<b>bold</b><img src=x onerror=alert(7)>"
+    reason = f"RuntimeError: {HTML[5]}"
+    failing = await create_job(client, name=name, type="html_everywhere", maxAttempts=1, data={"holdMs": 2500})
+    echo_name = "<script>alert(8)</script>"
+    echoed = await create_job(client, name=echo_name, type="echo", data={"html": HTML[6]})
+
+    # While it runs: the action in the row and the detail view, the log line in the detail view.
+    row = row_of(page, failing["id"])
+    await expect(row.locator(".c-name button")).to_have_text(name)
+    await expect(row.locator(".c-action")).to_have_text(HTML[3])
+    await row.locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text(name)
+    await expect(page.locator("#d-action")).to_have_text(HTML[3])
+    await expect(page.locator("#d-logs")).to_have_text(HTML[4])
+    # Failed: the reason in the row, the detail view and the queue panel's recent failures.
+    await expect(row.locator(".badge")).to_have_text("failed")
+    await expect(row.locator(".c-action")).to_have_text(reason)
+    await expect(page.locator("#d-reason")).to_have_text(reason)
+    await expect(page.locator("#d-logs")).to_have_text(HTML[4])
+    failures = queue_item(page).locator(".q-failures")
+    await expect(failures.locator(".sum-latest")).to_have_text(f"{name}: {reason}")
+    await failures.locator("summary").click()
+    item = failures.locator("li").first
+    await expect(item.locator(".link")).to_have_text(name)
+    await expect(item.locator(".why")).to_have_text(reason)
+
+    # A result that is HTML, under a name that is a script.
+    echo_row = row_of(page, echoed["id"])
+    await expect(echo_row.locator(".badge")).to_have_text("completed")
+    await echo_row.locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text(echo_name)
+    await expect(page.locator("#d-result")).to_contain_text(f'"html": "{HTML[6]}"')
+    # The failure in the queue panel opens its job.
+    await item.locator(".link").click()
+    await expect(page.locator("#d-name")).to_have_text(name)
+    await expect(page.locator("#d-reason")).to_have_text(reason)
+
+    # A toast that quotes a job name.
+    await page.click("#d-close")
+    await page.locator('#filter button[data-status="failed"]').click()
+    await page.fill("#f-name", HTML[3])
+    await page.select_option("#f-type", "noop")
+    await page.click("#f-submit")
+    await expect(page.locator("#toasts .toast.info")).to_contain_text(f"Created “{HTML[3]}”")
+
+    await page.wait_for_timeout(300)  # give any injected handler time to fire
+    injected = "[document.images.length, document.querySelectorAll('b').length, document.scripts.length]"
+    assert await page.evaluate(injected) == [0, 0, 1]
+    watched.assert_clean()  # includes: no alert() dialog opened
+
+
+async def test_api_token_is_asked_once_and_kept(aiohttp_client: Any, redis_url: str, watched: Watched) -> None:
+    from server import Settings, create_app
+
+    page = watched.page
+    secured = await aiohttp_client(create_app(Settings(redis_url=redis_url, api_token="t0k")))
+    auth = {"Authorization": "Bearer t0k"}
+
+    async def create(name: str) -> dict[str, Any]:
+        response = await secured.post("/api/jobs", json={"name": name, "type": "noop"}, headers=auth)
+        assert response.status == 201, await response.text()
+        return await response.json()
+
+    before = await create("Made before the page opened")
+    requests: list[Any] = []
+    page.on("request", lambda r: requests.append(r) if "/api/" in r.url else None)
+    await page.add_init_script(
+        "window.__prompts = 0; const show = HTMLDialogElement.prototype.showModal;"
+        "HTMLDialogElement.prototype.showModal = function () { window.__prompts += 1; return show.call(this); };"
+    )
+    await page.goto(str(secured.make_url("/")))
+    dialog = page.locator("#token-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#token-input")).to_be_focused()
+    await page.fill("#token-input", "t0k")
+    await page.press("#token-input", "Enter")  # Enter saves
+    await expect(dialog).to_be_hidden()
+    await expect_live(page)
+    await expect(row_of(page, before["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(count_of(queue_item(page), "waiting")).to_have_text("1")
+    after = await create("Made while the page is open")
+    await expect(row_of(page, after["id"]).locator(".badge")).to_have_text("waiting")  # live, by the stream
+    await expect(count_of(queue_item(page), "waiting")).to_have_text("2")
+    assert await page.evaluate("localStorage.getItem('jobline.token')") == "t0k"
+    assert await page.evaluate("window.__prompts") == 1  # one prompt, though several requests got a 401
+
+    # The stream carried the token as a query parameter; every other call as a header.
+    streams = [i for i, r in enumerate(requests) if "/api/jobs/stream?" in r.url and "access_token=t0k" in r.url]
+    assert streams, [r.url for r in requests]
+    made = [r for r in requests[streams[0] :] if "/api/jobs/stream" not in r.url]
+    assert {"/api/admin/queues", "/api/admin/workers", "/api/jobs?limit=200"} <= {
+        r.url.removeprefix(str(secured.make_url(""))) for r in made
+    }, [r.url for r in made]
+    for r in made:
+        assert (await r.all_headers()).get("authorization") == "Bearer t0k", r.url
+
+    # A reload: the kept token is used, no second prompt.
+    await page.reload()
+    await expect_live(page)
+    await expect(row_of(page, after["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(count_of(queue_item(page), "waiting")).to_have_text("2")
+    assert await page.evaluate("window.__prompts") == 0
+    await expect(dialog).to_be_hidden()
+    # The browser logs the 401s before the token was given; nothing else may be logged.
+    watched.console_errors = [e for e in watched.console_errors if "401" not in e]
+    watched.assert_clean()
