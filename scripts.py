@@ -140,6 +140,21 @@ local function remove_waiting(id)
   redis.call('SREM', HIGH, id)
 end
 
+-- Take a job out of line, or stop it if active (tell its worker, drop it from its processing
+-- list). False if the job changed worker since the caller read it: the caller reads again.
+local function withdraw(id, status, owner, expected_owner, processing, control_channel)
+  if status == 'waiting' then
+    remove_waiting(id)
+  elseif status == 'delayed' then
+    redis.call('ZREM', DELAYED, id)
+  elseif status == 'active' then
+    if owner ~= expected_owner then return false end
+    redis.call('LREM', processing, 1, id)
+    redis.call('PUBLISH', control_channel, 'cancel ' .. id)
+  end
+  return true
+end
+
 -- Rings of per-second and per-minute counts: a slot is reset when its stamp is stale.
 local function ring(prefix, t, size, outcome)
   local slot = prefix .. (t % size)
@@ -380,17 +395,8 @@ local id, key = ARGV[1], KEYS[21]
 local f = redis.call('HMGET', key, 'status', 'workerId')
 local status = f[1]
 if not status then return {'missing'} end
-if status == 'waiting' then
-  remove_waiting(id)
-elseif status == 'delayed' then
-  redis.call('ZREM', DELAYED, id)
-elseif status == 'active' then
-  if f[2] ~= ARGV[4] then return {'moved'} end
-  redis.call('LREM', KEYS[22], 1, id)
-  redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
-else
-  return {'conflict', status}
-end
+if status ~= 'waiting' and status ~= 'delayed' and status ~= 'active' then return {'conflict', status} end
+if not withdraw(id, status, f[2], ARGV[4], KEYS[22], ARGV[3]) then return {'moved'} end
 set_status(key, id, status, 'cancelled')
 redis.call('HSET', key, 'finishedAt', now_ms())
 redis.call('HDEL', key, 'action', 'runAt')
@@ -455,15 +461,7 @@ local f = redis.call('HMGET', key, 'status', 'workerId')
 local status = f[1]
 if not status then return {'missing'} end
 if ARGV[5] ~= '' and status ~= ARGV[5] then return {'conflict', status} end
-if status == 'waiting' then
-  remove_waiting(id)
-elseif status == 'delayed' then
-  redis.call('ZREM', DELAYED, id)
-elseif status == 'active' then
-  if f[2] ~= ARGV[4] then return {'moved'} end
-  redis.call('LREM', KEYS[26], 1, id)
-  redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
-end
+if not withdraw(id, status, f[2], ARGV[4], KEYS[26], ARGV[3]) then return {'moved'} end
 set_status(key, id, status, nil)
 redis.call('ZREM', KEYS[23], id)
 redis.call('ZREM', KEYS[24], id)

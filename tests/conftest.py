@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -221,6 +220,27 @@ async def create_job(client: Any, **fields: Any) -> dict[str, Any]:
     response = await client.post("/api/jobs", json=fields)
     assert response.status == 201, await response.text()
     return await response.json()
+
+
+async def wait_for_status(client: Any, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
+    """Poll GET /api/jobs/{id} until the job is in one of `statuses`; return it."""
+    seen: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        response = await client.get(f"/api/jobs/{job_id}")
+        assert response.status == 200, await response.text()
+        seen["job"] = await response.json()
+        return seen["job"]["status"] in statuses
+
+    try:
+        await wait_until(reached, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"job {job_id} never reached {statuses}: {seen.get('job')}") from None
+    return seen["job"]
+
+
+async def wait_all(client: Any, ids: list[str], *statuses: str, timeout: float = 20) -> list[dict[str, Any]]:
+    return [await wait_for_status(client, job_id, *statuses, timeout=timeout) for job_id in ids]
 
 
 async def job_status(store: JobStore, job_id: str) -> str:

@@ -22,7 +22,8 @@ from keys import Keys
 from server import create_app
 from store import JobStore
 from worker import Worker, WorkerSettings, load_handlers
-from tests.conftest import TEST_HANDLERS, create_job, wait_until
+from tests.conftest import TEST_HANDLERS, create_job, wait_all, wait_until
+from tests.conftest import wait_for_status as wait_status
 from tests.sse import Event, SSEReader
 
 K = Keys()
@@ -57,24 +58,6 @@ async def workers_list(client: Any) -> list[dict[str, Any]]:
 
 async def get_job(client: Any, job_id: str) -> dict[str, Any]:
     return await get_ok(client, f"/api/jobs/{job_id}")
-
-
-async def wait_status(client: Any, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        seen["job"] = await get_job(client, job_id)
-        return seen["job"]["status"] in statuses
-
-    try:
-        await wait_until(reached, timeout=timeout)
-    except AssertionError:
-        raise AssertionError(f"job {job_id} never reached {statuses}: {seen.get('job')}") from None
-    return seen["job"]
-
-
-async def wait_all(client: Any, ids: list[str], *statuses: str, timeout: float = 20) -> list[dict[str, Any]]:
-    return [await wait_status(client, job_id, *statuses, timeout=timeout) for job_id in ids]
 
 
 async def stays_waiting(client: Any, job_id: str, seconds: float = 1.5) -> list[str]:

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import server
-from tests.conftest import create_job, wait_until
+from tests.conftest import create_job
+from tests.conftest import wait_for_status as wait_status
 
 STATUSES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -45,20 +46,6 @@ def app_operations(redis_url: str) -> set[tuple[str, str]]:
 
 def documented_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
     return {(method, path) for path, item in doc["paths"].items() for method in item if method in METHODS}
-
-
-async def wait_status(client: Any, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        seen["job"] = await get_ok(client, f"/api/jobs/{job_id}")
-        return seen["job"]["status"] in statuses
-
-    try:
-        await wait_until(reached, timeout=timeout)
-    except AssertionError:
-        raise AssertionError(f"job {job_id} never reached {statuses}: {seen.get('job')}") from None
-    return seen["job"]
 
 
 async def metrics_text(client: Any) -> str:

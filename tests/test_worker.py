@@ -15,7 +15,7 @@ import tests.handlers
 import tests.plain_handlers
 from keys import Keys
 from worker import Worker, WorkerSettings, load_handlers, parse_settings
-from tests.conftest import create_job, wait_until
+from tests.conftest import create_job, wait_all, wait_for_status, wait_until
 from tests.sse import SSEReader
 
 K = Keys()
@@ -46,24 +46,6 @@ async def statuses(redis_client: Any, ids: list[str]) -> list[str | None]:
 
 async def active_ids(redis_client: Any, ids: list[str]) -> set[str]:
     return {i for i, s in zip(ids, await statuses(redis_client, ids)) if s == "active"}
-
-
-async def wait_for_status(client: Any, job_id: str, *statuses: str, timeout: float = 15) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        seen["job"] = await get_job(client, job_id)
-        return seen["job"]["status"] in statuses
-
-    try:
-        await wait_until(reached, timeout=timeout)
-    except AssertionError:
-        raise AssertionError(f"job {job_id} never reached {statuses}: {seen.get('job')}") from None
-    return seen["job"]
-
-
-async def wait_all(client: Any, ids: list[str], *statuses: str, timeout: float = 20) -> list[dict[str, Any]]:
-    return [await wait_for_status(client, job_id, *statuses, timeout=timeout) for job_id in ids]
 
 
 async def processing(redis_client: Any, worker: Worker, queue: str = "default") -> list[str]:
