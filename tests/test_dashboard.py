@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 
 from tests.conftest import ROOT, create_job
@@ -668,3 +669,50 @@ async def test_api_token_is_asked_once_and_kept(aiohttp_client: Any, redis_url: 
     # The browser logs the 401s before the token was given; nothing else may be logged.
     watched.console_errors = [e for e in watched.console_errors if "401" not in e]
     watched.assert_clean()
+
+
+async def test_page_reconnects_after_a_server_restart_and_shows_the_final_states(
+    redis_url: str, start_worker: Any, browser: Browser
+) -> None:
+    """The server goes away mid-job and comes back on the same port: the page reconnects by itself,
+    replays what it missed, and shows the job completed, without a reload."""
+    from aiohttp.test_utils import TestServer
+
+    from server import Settings, create_app
+    from tests.conftest import free_port
+
+    port = free_port()
+    first = TestServer(create_app(Settings(redis_url=redis_url)), port=port)
+    await first.start_server()
+    second: TestServer | None = None
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await start_worker()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await expect_live(page)
+        await page.evaluate("window.__sameDocument = true")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"http://127.0.0.1:{port}/api/jobs", json={"name": "Survives a restart", "data": {"steps": 12, "stepMs": 250}}
+            ) as response:
+                job = await response.json()
+        row = row_of(page, job["id"])
+        await expect(row).to_have_attribute("data-status", "active")
+
+        await first.close()  # the server goes away while the job runs
+        await expect(page.locator("#conn")).not_to_have_attribute("data-state", "live")
+        await asyncio.sleep(1.5)
+        second = TestServer(create_app(Settings(redis_url=redis_url)), port=port)
+        await second.start_server()
+
+        await expect_live(page)
+        await expect(row.locator(".badge")).to_have_text("completed")
+        await expect(row.locator(".pct")).to_have_text("100%")
+        assert await page.evaluate("window.__sameDocument") is True  # no reload
+    finally:
+        await context.close()
+        await first.close()
+        if second is not None:
+            await second.close()
