@@ -23,6 +23,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": schema}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Invalid JSON or a validation error (the message names the field).",
@@ -184,7 +188,7 @@ PATHS: dict[str, Any] = {
     "/api/jobs": {
         "post": {
             "summary": "Create a job",
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("NewJob")}}},
+            "requestBody": _body(_ref("NewJob")),
             "responses": {"201": _json(_ref("Job"), "The created job; Location names it."), **_errors(400, 413, 415)},
         },
         "get": {
@@ -213,13 +217,10 @@ PATHS: dict[str, Any] = {
         "patch": {
             "summary": "Change the priority of a waiting or delayed job",
             "parameters": [_ID_PARAM],
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {
-                    "type": "object", "required": ["priority"], "additionalProperties": False,
-                    "properties": {"priority": {"type": "string", "enum": ["normal", "high"]}},
-                }}},
-            },  # fmt: skip
+            "requestBody": _body({
+                "type": "object", "required": ["priority"], "additionalProperties": False,
+                "properties": {"priority": {"type": "string", "enum": ["normal", "high"]}},
+            }),  # fmt: skip
             "responses": {"200": _json(_ref("Job"), "The job."), **_errors(400, 404, 409, 415)},
         },
     },
@@ -229,19 +230,16 @@ PATHS: dict[str, Any] = {
     "/api/jobs/bulk": {
         "post": {
             "summary": "Retry, cancel or delete jobs by ids or by status",
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {
-                    "type": "object", "required": ["action"], "additionalProperties": False,
-                    "oneOf": [{"required": ["ids"]}, {"required": ["status"]}],
-                    "properties": {
-                        "action": {"type": "string", "enum": list(v.BULK_ACTIONS)},
-                        "ids": {"type": "array", "minItems": 1, "maxItems": v.MAX_BULK_IDS,
-                                "items": {"type": "string", "pattern": v.ID_RE.pattern}},
-                        "status": {"type": "string", "enum": list(STATUSES)},
-                    },
-                }}},
-            },  # fmt: skip
+            "requestBody": _body({
+                "type": "object", "required": ["action"], "additionalProperties": False,
+                "oneOf": [{"required": ["ids"]}, {"required": ["status"]}],
+                "properties": {
+                    "action": {"type": "string", "enum": list(v.BULK_ACTIONS)},
+                    "ids": {"type": "array", "minItems": 1, "maxItems": v.MAX_BULK_IDS,
+                            "items": {"type": "string", "pattern": v.ID_RE.pattern}},
+                    "status": {"type": "string", "enum": list(STATUSES)},
+                },
+            }),  # fmt: skip
             "responses": {
                 "200": _json({"type": "object", "properties": {"affected": {"type": "integer"}}}, "How many changed."),
                 **_errors(400, 413, 415),
@@ -273,16 +271,13 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Delete a queue's finished jobs by status and age",
             "parameters": [_QUEUE_PARAM],
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {
-                    "type": "object", "required": ["status"], "additionalProperties": False,
-                    "properties": {
-                        "status": {"type": "string", "enum": list(v.CLEANABLE)},
-                        "olderThanMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_CLEAN_AGE_MS},
-                    },
-                }}},
-            },  # fmt: skip
+            "requestBody": _body({
+                "type": "object", "required": ["status"], "additionalProperties": False,
+                "properties": {
+                    "status": {"type": "string", "enum": list(v.CLEANABLE)},
+                    "olderThanMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_CLEAN_AGE_MS},
+                },
+            }),  # fmt: skip
             "responses": {
                 "200": _json({"type": "object", "properties": {"removed": {"type": "integer"}}}, "How many were removed."),
                 **_errors(400, 415),
