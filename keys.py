@@ -48,14 +48,20 @@ class Keys:
         return f"{self.prefix}:tmp:{token}"
 
     # -- per job ------------------------------------------------------------------------------
+    @property
+    def job_prefix(self) -> str:
+        """What a job's hash key is made of: this plus the id. The scripts that claim ids popped
+        inside Lua build the hash key (and the channel, the key plus ':progress') the same way."""
+        return f"{self.prefix}:job:"
+
     def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        return f"{self.job_prefix}{job_id}"
 
     def job_logs(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:logs"
 
     def job_channel(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:progress"
+        return f"{self.job(job_id)}:progress"
 
     @property
     def job_channel_pattern(self) -> str:

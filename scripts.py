@@ -155,6 +155,42 @@ local function withdraw(id, status, owner, expected_owner, processing, control_c
   return true
 end
 
+-- Claiming: an id moves from the wait list into a worker's processing list (BLMOVE, or LMOVE here),
+-- then is marked active. Ids popped here have no key in KEYS: the job hash is the job key prefix
+-- (keys.Keys.job_prefix, passed in ARGV) plus the id, and its channel that key plus ':progress'.
+-- Mark one moved id active and publish it; nil (the id dropped) if the job is gone or no longer
+-- waiting (cancelled in transit).
+local function claim_moved(id, processing, worker_id, job_prefix, now)
+  local key = job_prefix .. id
+  if redis.call('HGET', key, 'status') ~= 'waiting' then
+    redis.call('LREM', processing, 1, id)
+    return nil
+  end
+  redis.call('SREM', HIGH, id)
+  set_status(key, id, 'waiting', 'active')
+  redis.call('HSET', key, 'startedAt', now, 'workerId', worker_id)
+  redis.call('HDEL', key, 'finishedAt', 'runAt', 'action')
+  redis.call('HINCRBY', key, 'attemptsMade', 1)
+  redis.call('HINCRBY', key, 'token', 1)
+  return touch(key, key .. ':progress')
+end
+
+-- Claim the ids already moved, then waiting ones, until n jobs are claimed or the line is empty.
+-- Returns their hashes (flat).
+local function claim(moved, n, processing, worker_id, job_prefix)
+  local now = now_ms()
+  local claimed = {{}}
+  for _, id in ipairs(moved) do
+    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+  end
+  while #claimed < n do
+    local id = redis.call('LMOVE', WAIT, processing, 'LEFT', 'RIGHT')
+    if not id then break end
+    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+  end
+  return claimed
+end
+
 -- Rings of per-second and per-minute counts: a slot is reset when its stamp is stale.
 local function ring(prefix, t, size, outcome)
   local slot = prefix .. (t % size)
@@ -223,28 +259,12 @@ return touch(key, ARGV[2])
 """)
 
 CLAIM = _queue_script("""
--- KEYS[1..20] queue block, KEYS[21] this worker's processing list, KEYS[22..] job hashes
--- ARGV[1] worker id, then per job: ARGV[2i] id, ARGV[2i+1] job channel
--- For ids already moved into the processing list: waiting -> active. Returns the claimed jobs'
--- hashes (flat); an id whose job is gone or no longer waiting (cancelled in transit) is dropped.
-local processing = KEYS[21]
-local now = now_ms()
-local claimed = {}
-for i = 1, #KEYS - 21 do
-  local key, id, channel = KEYS[21 + i], ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('HGET', key, 'status') ~= 'waiting' then
-    redis.call('LREM', processing, 1, id)
-  else
-    redis.call('SREM', HIGH, id)
-    set_status(key, id, 'waiting', 'active')
-    redis.call('HSET', key, 'startedAt', now, 'workerId', ARGV[1])
-    redis.call('HDEL', key, 'finishedAt', 'runAt', 'action')
-    redis.call('HINCRBY', key, 'attemptsMade', 1)
-    redis.call('HINCRBY', key, 'token', 1)
-    claimed[#claimed + 1] = touch(key, channel)
-  end
-end
-return claimed
+-- KEYS[1..20] queue block, KEYS[21] this worker's processing list
+-- ARGV[1] worker id, ARGV[2] job key prefix, ARGV[3] how many jobs to claim in all,
+-- ARGV[4..] ids already moved into the processing list (by BLMOVE)
+-- Marks the moved ids active, then moves and claims waiting ones: one round trip fills every free
+-- slot. Returns the claimed jobs' hashes (flat).
+return claim({unpack(ARGV, 4)}, tonumber(ARGV[3]), KEYS[21], ARGV[1], ARGV[2])
 """)
 
 UPDATE = _script("""
@@ -266,11 +286,14 @@ return 1
 
 COMPLETE = _queue_script("""
 -- KEYS[1..20] queue block, KEYS[21] processing list, KEYS[22] job hash, KEYS[23] worker hash
--- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] result JSON
--- Returns 1, or 0 when the lease was lost (the newer owner's outcome stands).
+-- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] result JSON,
+-- ARGV[6] how many waiting jobs to claim for the freed slot (0 or 1), ARGV[7] job key prefix
+-- Returns {1, or 0 when the lease was lost (the newer owner's outcome stands); the jobs claimed}.
+-- Claiming in the ack saves the worker a round trip per job.
 local key, id = KEYS[22], ARGV[1]
 redis.call('LREM', KEYS[21], 1, id)
-if not holds_lease(key, ARGV[3], ARGV[4]) then return 0 end
+local claim_next = function() return claim({}, tonumber(ARGV[6]), KEYS[21], ARGV[3], ARGV[7]) end
+if not holds_lease(key, ARGV[3], ARGV[4]) then return {0, claim_next()} end
 local now = now_ms()
 set_status(key, id, 'active', 'completed')
 redis.call('HSET', key, 'finishedAt', now, 'progress', 100, 'result', ARGV[5])
@@ -278,18 +301,20 @@ redis.call('HDEL', key, 'action')
 redis.call('HINCRBY', KEYS[23], 'processed', 1)
 count_finished(key, 'completed', now)
 touch(key, ARGV[2])
-return 1
+return {1, claim_next()}
 """)
 
 FAIL = _queue_script("""
 -- KEYS[1..20] queue block, KEYS[21] processing list, KEYS[22] job hash, KEYS[23] worker hash
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] reason,
--- ARGV[6] '1' if the attempt may be retried
+-- ARGV[6] '1' if the attempt may be retried, ARGV[7] how many waiting jobs to claim for the freed
+-- slot (0 or 1), ARGV[8] job key prefix
 -- Retries after backoffMs * 2^(attemptsMade-1) while attempts remain, else fails the job.
--- Returns the new status, or '' when the lease was lost.
+-- Returns {the new status, or '' when the lease was lost; the jobs claimed}.
 local key, id = KEYS[22], ARGV[1]
 redis.call('LREM', KEYS[21], 1, id)
-if not holds_lease(key, ARGV[3], ARGV[4]) then return '' end
+local claim_next = function() return claim({}, tonumber(ARGV[7]), KEYS[21], ARGV[3], ARGV[8]) end
+if not holds_lease(key, ARGV[3], ARGV[4]) then return {'', claim_next()} end
 local f = redis.call('HMGET', key, 'attemptsMade', 'maxAttempts', 'backoffMs')
 local made, max, backoff = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
 local now = now_ms()
@@ -310,7 +335,7 @@ else
   count_finished(key, 'failed', now)
 end
 touch(key, ARGV[2])
-return status
+return {status, claim_next()}
 """)
 
 REQUEUE = _queue_script("""

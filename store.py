@@ -50,6 +50,10 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2]))
 
 
+def _jobs(flats: list[list[str]]) -> list[Job]:
+    return [Job.from_redis(_pairs(flat)) for flat in flats]
+
+
 def connect(url: str, **options: Any) -> redis.Redis:
     """A client with text replies and timeouts, so a dead Redis fails fast instead of hanging."""
     options.setdefault("socket_connect_timeout", 2)
@@ -239,45 +243,22 @@ class JobStore:
         await self._apply_one("delete", job_id)
 
     # -- worker side --------------------------------------------------------------------------
-    async def move(self, queues: Sequence[str], worker_id: str, count: int) -> dict[str, list[str]]:
-        """Move up to `count` waiting ids, from the queues in the order given, into the worker's
-        processing lists, without blocking: one pipelined round trip per queue looked at."""
-        moved: dict[str, list[str]] = {}
-        for queue in queues:
-            wanted = count - sum(map(len, moved.values()))
-            if wanted <= 0:
-                break
-            wait, processing = self.keys.wait(queue), self.keys.processing(queue, worker_id)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _ in range(wanted):
-                    pipe.lmove(wait, processing, "LEFT", "RIGHT")
-                ids = [i for i in await pipe.execute() if i is not None]
-            if ids:
-                moved[queue] = ids
-        return moved
+    async def claim(self, queue: str, worker_id: str, count: int, moved: Sequence[str] = ()) -> list[Job]:
+        """Mark `moved` ids (already in the worker's processing list) active, then move and claim
+        waiting jobs until `count` are claimed or the queue is empty: one round trip."""
+        k = self.keys
+        claimed = await self._claim(
+            keys=[*k.queue_block(queue), k.processing(queue, worker_id)],
+            args=[worker_id, k.job_prefix, count, *moved],
+        )
+        return _jobs(claimed)
 
-    async def move_blocking(self, queue: str, worker_id: str, block_s: float) -> dict[str, list[str]]:
-        """Wait up to `block_s` for one job of `queue` and move it (the reliable-queue BLMOVE)."""
-        job_id = await self.redis.blmove(
+    async def wait_for_job(self, queue: str, worker_id: str, block_s: float) -> str | None:
+        """Wait up to `block_s` for a job of `queue` and move its id into the worker's processing
+        list (the reliable-queue BLMOVE); `claim` then marks it active."""
+        return await self.redis.blmove(
             self.keys.wait(queue), self.keys.processing(queue, worker_id), block_s, "LEFT", "RIGHT"
         )
-        return {queue: [job_id]} if job_id else {}
-
-    async def claim(self, queue: str, worker_id: str, count: int, block_s: float) -> list[Job]:
-        """Move and mark up to `count` jobs of one queue (blocking for one if it is empty)."""
-        moved = await self.move([queue], worker_id, count) or await self.move_blocking(queue, worker_id, block_s)
-        return await self.mark_claimed(queue, worker_id, moved[queue]) if moved else []
-
-    async def mark_claimed(self, queue: str, worker_id: str, ids: list[str]) -> list[Job]:
-        k = self.keys
-        args: list[str] = [worker_id]
-        for job_id in ids:
-            args += [job_id, k.job_channel(job_id)]
-        claimed = await self._claim(
-            keys=[*k.queue_block(queue), k.processing(queue, worker_id), *map(k.job, ids)],
-            args=args,
-        )
-        return [Job.from_redis(_pairs(flat)) for flat in claimed]
 
     async def update(
         self,
@@ -305,28 +286,44 @@ class JobStore:
             *k.queue_block(job.queue), k.processing(job.queue, worker_id), k.job(job.id), k.worker(worker_id)
         ]  # fmt: skip
 
-    async def complete(self, job: Job, result: Any) -> bool:
+    # The acks free a slot: with claim_next=1 they claim the next waiting job of the queue for it,
+    # in the same round trip, and return it with the outcome.
+
+    async def complete(self, job: Job, result: Any, claim_next: int = 0) -> tuple[bool, list[Job]]:
+        """Returns (False if the lease was lost, the jobs claimed next)."""
         result_json = json.dumps(result, separators=(",", ":"), allow_nan=False)
-        done = await self._complete(
+        done, claimed = await self._complete(
             keys=self._ack_keys(job),
-            args=[job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, result_json],
+            args=[
+                job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, result_json,
+                claim_next, self.keys.job_prefix,
+            ],  # fmt: skip
         )
-        return done == 1
+        return done == 1, _jobs(claimed)
 
-    async def fail(self, job: Job, reason: str, retry: bool = True) -> str:
-        """Returns the job's new status ('delayed' for a retry, 'failed'), or '' if the lease was lost."""
-        return await self._fail(
+    async def fail(self, job: Job, reason: str, retry: bool = True, claim_next: int = 0) -> tuple[str, list[Job]]:
+        """Returns (the job's new status: 'delayed' for a retry, 'failed', or '' if the lease was
+        lost; the jobs claimed next)."""
+        status, claimed = await self._fail(
             keys=self._ack_keys(job),
-            args=[job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason, "1" if retry else "0"],
+            args=[
+                job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason,
+                "1" if retry else "0", claim_next, self.keys.job_prefix,
+            ],  # fmt: skip
         )
+        return status, _jobs(claimed)
 
-    async def requeue(self, queue: str, worker_id: str, mode: str, max_recoveries: int = 2) -> int:
-        """Put a worker's jobs of one queue back in line: 'stalled' (it died: recovered jobs count
-        towards the stalled limit), 'shutdown' (a graceful stop), or 'unclaimed' (only ids moved
-        but not yet marked active, e.g. when the worker began to stop mid-claim)."""
+    async def requeue(
+        self, queue: str, worker_id: str, mode: str, max_recoveries: int = 2, ids: Sequence[str] | None = None
+    ) -> int:
+        """Put a worker's jobs of one queue (all, or those of `ids`) back in line: 'stalled' (it
+        died: recovered jobs count towards the stalled limit), 'shutdown' (a graceful stop), or
+        'unclaimed' (only ids moved but not yet marked active, e.g. when the worker began to stop
+        mid-claim)."""
         k = self.keys
         processing = k.processing(queue, worker_id)
-        ids = await self.redis.lrange(processing, 0, -1)
+        if ids is None:
+            ids = await self.redis.lrange(processing, 0, -1)
         if not ids:
             return 0
         args: list[Any] = [worker_id, mode, max_recoveries]

@@ -123,6 +123,7 @@ class Worker:
         self.store = JobStore(self.redis, self.keys)
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
+        self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._stopping = asyncio.Event()  # claim nothing new
         self._closed = asyncio.Event()  # background duties end
@@ -221,33 +222,30 @@ class Worker:
 
     # -- claiming and running ----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
-        """Take a free slot (and every other free one), then claim that many jobs, queues in the
-        order given. Only when all are empty, block on one queue with one slot: BLMOVE watches a
-        single list, so several queues take turns with a short block each."""
+        """Take every free slot (waiting for one), then claim that many jobs, queues in the order
+        given, one round trip per queue looked at. Only when all are empty, block on one queue with
+        one slot: BLMOVE watches a single list, so several queues take turns with a short block
+        each. Busy slots mostly refill themselves: an ack claims the slot's next job (_ack)."""
         queues = self.settings.queues
         block_s = self.settings.block_s if len(queues) == 1 else min(self.settings.block_s, 0.2)
         turn = failures = 0
         while not self._stopping.is_set():
-            await self._slots.acquire()
-            taken = 1
-            while taken < self.settings.concurrency and not self._slots.locked():
-                await self._slots.acquire()  # free slots: take them without waiting
-                taken += 1
+            taken = await self._take_slots()
             started = 0
             try:
-                moved = await self.store.move(queues, self.id, taken)
-                if not moved:
+                for queue in queues:
+                    if started < taken:
+                        started += self._start_all(await self.store.claim(queue, self.id, taken - started))
+                if not started:
                     self._release(taken - 1)
                     taken = 1
-                    moved = await self.store.move_blocking(queues[turn % len(queues)], self.id, block_s)
+                    queue = queues[turn % len(queues)]
                     turn += 1
-                for queue in moved:
-                    if self._stopping.is_set():  # claim nothing new: undo the move
+                    job_id = await self.store.wait_for_job(queue, self.id, block_s)
+                    if job_id is not None and self._stopping.is_set():  # claim nothing new: undo the move
                         await self.store.requeue(queue, self.id, "unclaimed")
-                        continue
-                    for job in await self.store.mark_claimed(queue, self.id, moved[queue]):
-                        self._start(job)
-                        started += 1
+                    elif job_id is not None:
+                        started += self._start_all(await self.store.claim(queue, self.id, 1, [job_id]))
                 failures = 0
             except REDIS_ERRORS as error:
                 failures += 1
@@ -260,15 +258,26 @@ class Worker:
                     for queue in queues:
                         await self.store.requeue(queue, self.id, "unclaimed")
 
+    async def _take_slots(self) -> int:
+        """Wait for a free slot, then take every other free one without waiting."""
+        await self._slots.acquire()
+        taken = 1
+        while taken < self.settings.concurrency and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
     def _release(self, count: int) -> None:
         for _ in range(count):
             self._slots.release()
 
-    def _start(self, job: Job) -> None:
-        self.running[job.id] = Running(job)
-        task = asyncio.create_task(self._execute(job))
-        self._executors.add(task)
-        task.add_done_callback(self._executors.discard)
+    def _start_all(self, jobs: list[Job]) -> int:
+        """Run each claimed job in a task of its own, which holds one slot until it ends."""
+        for job in jobs:
+            task = asyncio.create_task(self._execute(job))
+            self._executors.add(task)
+            task.add_done_callback(self._executors.discard)
+        return len(jobs)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         running = self.running.get(job_id)
@@ -278,13 +287,21 @@ class Worker:
         if running.handler_task:
             running.handler_task.cancel()
 
-    async def _execute(self, job: Job) -> None:
-        running = self.running[job.id]
+    async def _execute(self, job: Job | None) -> None:
+        """Run jobs in one slot: this one, then each next job its ack claimed."""
+        try:
+            while job is not None:
+                job = await self._run(job)
+        finally:
+            self._slots.release()
+
+    async def _run(self, job: Job) -> Job | None:
+        """Run one job and ack it. Returns the job the ack claimed for this slot, if any."""
+        running = self.running[job.id] = Running(job)
         try:
             handler = self.handlers.get(job.type)
             if handler is None:
-                await self._retrying(self.store.fail, job, f"no handler for job type {job.type!r}", False)
-                return
+                return await self._ack(self.store.fail, job, f"no handler for job type {job.type!r}", False)
             running.handler_task = asyncio.create_task(self._call(handler, job))
             try:
                 result = await running.handler_task
@@ -293,16 +310,21 @@ class Worker:
                 if running.stop_reason is None:
                     raise  # we ourselves are being cancelled
                 log.info("job %s stopped: %s", job.id, running.stop_reason)
-                return
+                return None
             except JobTimedOut:
-                await self._retrying(self.store.fail, job, f"timed out after {job.timeout_ms} ms")
+                return await self._ack(self.store.fail, job, f"timed out after {job.timeout_ms} ms")
             except Exception as error:
-                await self._retrying(self.store.fail, job, f"{type(error).__name__}: {error}")
-            else:
-                await self._retrying(self.store.complete, job, result)
+                return await self._ack(self.store.fail, job, f"{type(error).__name__}: {error}")
+            return await self._ack(self.store.complete, job, result)
         finally:
             del self.running[job.id]
-            self._slots.release()
+
+    async def _ack(self, ack: Any, job: Job, *args: Any) -> Job | None:
+        """Complete or fail the job; the same round trip claims the slot's next job, unless the
+        worker is stopping or the job's queue is not the first (queues are served in order)."""
+        claim_next = int(not self._stopping.is_set() and job.queue == self.settings.queues[0])
+        _, claimed = await self._retrying(ack, job, *args, claim_next=claim_next)
+        return claimed[0] if claimed else None
 
     async def _call(self, handler: Handler, job: Job) -> Any:
         ctx = JobContext(job, self)
@@ -332,17 +354,25 @@ class Worker:
         await self._check_leases()
 
     async def _check_leases(self) -> None:
-        """Stop jobs this worker no longer holds (cancelled while a control message was missed)."""
-        running = list(self.running.values())
-        if not running:
-            return
+        """Stop jobs this worker no longer holds (cancelled while a control message was missed), and
+        put back jobs it holds but does not run: claimed by a command whose reply was lost."""
+        queues, running = self.settings.queues, list(self.running.values())
         async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lrange(self.keys.processing(queue, self.id), 0, -1)
             for r in running:
                 pipe.hmget(self.keys.job(r.job.id), ["status", "workerId", "token"])
-            states = await pipe.execute()
-        for r, (status, worker_id, token) in zip(running, states):
+            replies = await pipe.execute()
+        for r, (status, worker_id, token) in zip(running, replies[len(queues):]):
             if (status, worker_id, token) != ("active", self.id, str(r.job.token)):
                 self.stop_job(r.job.id, "lost")
+        # A claim's reply is in flight for milliseconds: only an id unrun at two checks in a row is lost.
+        unrun = {(queue, job_id) for queue, ids in zip(queues, replies) for job_id in ids if job_id not in self.running}
+        lost, self._unrun = unrun & self._unrun, unrun - self._unrun
+        for queue in {queue for queue, _ in lost}:
+            ids = [job_id for q, job_id in lost if q == queue]
+            log.warning("putting back %d job(s) of %s claimed but never started", len(ids), queue)
+            await self.store.requeue(queue, self.id, "shutdown", ids=ids)
 
     async def _reap(self) -> None:
         """One worker at a time puts the jobs of dead workers back in line."""

@@ -129,13 +129,13 @@ async def finished_via_store(store: JobStore, queue: str, n: int, outcome: str) 
     ids = await enqueue(store, queue, n, name=f"{outcome} job")
     done: list[str] = []
     while len(done) < n:
-        jobs = await store.claim(queue, "test-worker", min(500, n - len(done)), 0.1)
+        jobs = await store.claim(queue, "test-worker", min(500, n - len(done)))
         assert jobs, "nothing left to claim"
         for job in jobs:
             if outcome == "completed":
-                assert await store.complete(job, {"ok": True})
+                assert await store.complete(job, {"ok": True}) == (True, [])
             else:
-                assert await store.fail(job, "RuntimeError: boom", retry=False) == "failed"
+                assert await store.fail(job, "RuntimeError: boom", retry=False) == ("failed", [])
         done += [job.id for job in jobs]
     assert sorted(done) == sorted(ids)
     return ids
