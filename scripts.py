@@ -45,11 +45,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function hgetall(key)
+-- A job's hash as a table of strings, read once: a script changes it in memory, then saves it.
+local function load_job(key)
   local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
   local h = {{}}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  return h, flat
+  return h
 end
 
 -- The API's job JSON (no logs); models.Job.to_api gives the same.
@@ -69,19 +71,31 @@ local function emit(channel, event, payload)
   return eid
 end
 
--- Bump rev, publish the job as it now is, and return its hash (flat) for the caller.
-local function touch(job_key, channel)
-  redis.call('HINCRBY', job_key, 'rev', 1)
-  local h, flat = hgetall(job_key)
+-- Write `changes` to the job loaded as `h` (false removes a field; h is kept in step), bump its
+-- rev, publish the job as it now is, and return it (flat) for the caller. One HSET, at most one
+-- HDEL, and no re-reading of the hash, whatever changed.
+local function save(key, h, changes, channel)
+  changes.rev = (tonumber(h.rev) or 0) + 1
+  local set, del = {{}}, {{}}
+  for f, v in pairs(changes) do
+    if v == false then
+      if h[f] ~= nil then del[#del + 1] = f; h[f] = nil end
+    else
+      if type(v) == 'number' then v = string.format('%d', v) end
+      set[#set + 1] = f; set[#set + 1] = v; h[f] = v
+    end
+  end
+  redis.call('HSET', key, unpack(set))
+  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
   emit(channel, 'job', '{{"job":' .. job_json(h) .. '}}')
+  local flat = {{}}
+  for f, v in pairs(h) do flat[#flat + 1] = f; flat[#flat + 1] = v end
   return flat
 end
 
-
--- The caller's fencing check: still active, and still the attempt this worker claimed.
-local function holds_lease(job_key, worker_id, token)
-  local f = redis.call('HMGET', job_key, 'status', 'workerId', 'token')
-  return f[1] == 'active' and f[2] == worker_id and f[3] == token
+-- The fencing check: still active, and still the attempt this worker claimed.
+local function holds_lease(h, worker_id, token)
+  return h ~= nil and h.status == 'active' and h.workerId == worker_id and h.token == token
 end
 """
 
@@ -90,8 +104,9 @@ local WAIT, HIGH, DELAYED, PAUSED, META, RATE, FAILURES = KEYS[2], KEYS[3], KEYS
 local STATUS_KEYS, QUEUE_STATUS_KEYS = 9, 15  -- KEYS[x + slot] for a status's slot
 local DURATION_BUCKETS = {{{", ".join(repr(b) for b in DURATION_BUCKETS)}}}
 
-local function set_status(job_key, id, old, new)
-  local seq = redis.call('HGET', job_key, 'seq')
+-- Move a job between status indexes (the global one and its queue's); nil old or new: only add
+-- or only remove. The job's own `status` field is the caller's change to save.
+local function index_status(id, seq, old, new)
   if old then
     redis.call('ZREM', KEYS[STATUS_KEYS + STATUS_SLOT[old]], id)
     redis.call('ZREM', KEYS[QUEUE_STATUS_KEYS + STATUS_SLOT[old]], id)
@@ -99,7 +114,6 @@ local function set_status(job_key, id, old, new)
   if new then
     redis.call('ZADD', KEYS[STATUS_KEYS + STATUS_SLOT[new]], seq, id)
     redis.call('ZADD', KEYS[QUEUE_STATUS_KEYS + STATUS_SLOT[new]], seq, id)
-    redis.call('HSET', job_key, 'status', new)
   end
 end
 
@@ -162,17 +176,18 @@ end
 -- waiting (cancelled in transit).
 local function claim_moved(id, processing, worker_id, job_prefix, now)
   local key = job_prefix .. id
-  if redis.call('HGET', key, 'status') ~= 'waiting' then
+  local h = load_job(key)
+  if not h or h.status ~= 'waiting' then
     redis.call('LREM', processing, 1, id)
     return nil
   end
   redis.call('SREM', HIGH, id)
-  set_status(key, id, 'waiting', 'active')
-  redis.call('HSET', key, 'startedAt', now, 'workerId', worker_id)
-  redis.call('HDEL', key, 'finishedAt', 'runAt', 'action')
-  redis.call('HINCRBY', key, 'attemptsMade', 1)
-  redis.call('HINCRBY', key, 'token', 1)
-  return touch(key, key .. ':progress')
+  index_status(id, h.seq, 'waiting', 'active')
+  return save(key, h, {{
+    status = 'active', startedAt = now, workerId = worker_id,
+    attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = (tonumber(h.token) or 0) + 1,
+    finishedAt = false, runAt = false, action = false,
+  }}, key .. ':progress')
 end
 
 -- Claim the ids already moved, then waiting ones, until n jobs are claimed or the line is empty.
@@ -201,18 +216,18 @@ local function ring(prefix, t, size, outcome)
 end
 
 -- Totals, throughput rings, and (completed) the duration histogram; (failed) the recent failures.
-local function count_finished(job_key, outcome, now)
+-- `h`: the job as saved.
+local function count_finished(h, outcome, now)
   redis.call('HINCRBY', META, outcome .. 'Total', 1)
   local sec = math.floor(now / 1000)
   ring('s', sec, 120, outcome)
   ring('m', math.floor(sec / 60), 60, outcome)
-  local f = redis.call('HMGET', job_key, 'id', 'name', 'failedReason', 'startedAt')
   if outcome == 'failed' then
-    local entry = cjson.encode({{id = f[1], name = f[2], failedReason = f[3], at = now}})
+    local entry = cjson.encode({{id = h.id, name = h.name, failedReason = h.failedReason, at = now}})
     redis.call('LPUSH', FAILURES, entry)
     redis.call('LTRIM', FAILURES, 0, {RECENT_FAILURES - 1})
-  elseif f[4] then
-    local seconds = (now - tonumber(f[4])) / 1000
+  elseif h.startedAt then
+    local seconds = (now - tonumber(h.startedAt)) / 1000
     local bucket = '+Inf'
     for _, le in ipairs(DURATION_BUCKETS) do
       if seconds <= le then bucket = tostring(le) break end
@@ -241,21 +256,22 @@ local key, id, delay = KEYS[21], ARGV[1], tonumber(ARGV[3])
 if redis.call('EXISTS', key) == 1 then return redis.error_reply('ERR job id taken') end
 local now = now_ms()
 local seq = redis.call('INCR', KEYS[22])
-redis.call('HSET', key, unpack(ARGV, 5))
-redis.call('HSET', key, 'seq', seq, 'createdAt', now, 'rev', 0, 'token', 0)
+local job = {}
+for i = 5, #ARGV, 2 do job[ARGV[i]] = ARGV[i + 1] end
+job.seq, job.createdAt, job.token = seq, now, 0
 redis.call('ZADD', KEYS[23], seq, id)
 redis.call('ZADD', KEYS[24], seq, id)
 redis.call('ZADD', KEYS[25], seq, id)
 redis.call('SADD', KEYS[26], ARGV[4])
 if delay > 0 then
-  redis.call('HSET', key, 'runAt', now + delay)
+  job.status, job.runAt = 'delayed', now + delay
   redis.call('ZADD', DELAYED, now + delay, id)
-  set_status(key, id, nil, 'delayed')
 else
-  set_status(key, id, nil, 'waiting')
-  push_waiting(id, redis.call('HGET', key, 'priority'), false)
+  job.status = 'waiting'
+  push_waiting(id, job.priority, false)
 end
-return touch(key, ARGV[2])
+index_status(id, seq, nil, job.status)
+return save(key, {}, job, ARGV[2])
 """)
 
 CLAIM = _queue_script("""
@@ -273,14 +289,16 @@ UPDATE = _script("""
 -- ARGV[5] '1' to set the action, ARGV[6] action text, ARGV[7] '1' to append a log line,
 -- ARGV[8] log line, ARGV[9] log cap
 -- Returns 1, or 0 when this worker no longer holds the job (cancelled, or recovered elsewhere).
-if not holds_lease(KEYS[2], ARGV[2], ARGV[3]) then return 0 end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'progress', ARGV[4]) end
-if ARGV[5] == '1' then redis.call('HSET', KEYS[2], 'action', ARGV[6]) end
+local h = load_job(KEYS[2])
+if not holds_lease(h, ARGV[2], ARGV[3]) then return 0 end
+local changes = {}
+if ARGV[4] ~= '' then changes.progress = ARGV[4] end
+if ARGV[5] == '1' then changes.action = ARGV[6] end
 if ARGV[7] == '1' then
   redis.call('RPUSH', KEYS[3], ARGV[8])
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[9]), -1)
 end
-touch(KEYS[2], ARGV[1])
+save(KEYS[2], h, changes, ARGV[1])
 return 1
 """)
 
@@ -293,14 +311,13 @@ COMPLETE = _queue_script("""
 local key, id = KEYS[22], ARGV[1]
 redis.call('LREM', KEYS[21], 1, id)
 local claim_next = function() return claim({}, tonumber(ARGV[6]), KEYS[21], ARGV[3], ARGV[7]) end
-if not holds_lease(key, ARGV[3], ARGV[4]) then return {0, claim_next()} end
+local h = load_job(key)
+if not holds_lease(h, ARGV[3], ARGV[4]) then return {0, claim_next()} end
 local now = now_ms()
-set_status(key, id, 'active', 'completed')
-redis.call('HSET', key, 'finishedAt', now, 'progress', 100, 'result', ARGV[5])
-redis.call('HDEL', key, 'action')
+index_status(id, h.seq, 'active', 'completed')
 redis.call('HINCRBY', KEYS[23], 'processed', 1)
-count_finished(key, 'completed', now)
-touch(key, ARGV[2])
+save(key, h, {status = 'completed', finishedAt = now, progress = 100, result = ARGV[5], action = false}, ARGV[2])
+count_finished(h, 'completed', now)
 return {1, claim_next()}
 """)
 
@@ -314,28 +331,22 @@ FAIL = _queue_script("""
 local key, id = KEYS[22], ARGV[1]
 redis.call('LREM', KEYS[21], 1, id)
 local claim_next = function() return claim({}, tonumber(ARGV[7]), KEYS[21], ARGV[3], ARGV[8]) end
-if not holds_lease(key, ARGV[3], ARGV[4]) then return {'', claim_next()} end
-local f = redis.call('HMGET', key, 'attemptsMade', 'maxAttempts', 'backoffMs')
-local made, max, backoff = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+local h = load_job(key)
+if not holds_lease(h, ARGV[3], ARGV[4]) then return {'', claim_next()} end
+local made, max, backoff = tonumber(h.attemptsMade), tonumber(h.maxAttempts), tonumber(h.backoffMs)
 local now = now_ms()
-local status
-redis.call('HSET', key, 'failedReason', ARGV[5])
-redis.call('HDEL', key, 'action')
+local changes = {failedReason = ARGV[5], action = false}
 redis.call('HINCRBY', KEYS[23], 'failed', 1)
 if ARGV[6] == '1' and made < max then
-  local run_at = now + backoff * math.pow(2, made - 1)
-  status = 'delayed'
-  set_status(key, id, 'active', status)
-  redis.call('HSET', key, 'runAt', run_at)
-  redis.call('ZADD', DELAYED, run_at, id)
+  changes.status, changes.runAt = 'delayed', now + backoff * math.pow(2, made - 1)
+  redis.call('ZADD', DELAYED, changes.runAt, id)
 else
-  status = 'failed'
-  set_status(key, id, 'active', status)
-  redis.call('HSET', key, 'finishedAt', now)
-  count_finished(key, 'failed', now)
+  changes.status, changes.finishedAt = 'failed', now
 end
-touch(key, ARGV[2])
-return {status, claim_next()}
+index_status(id, h.seq, 'active', changes.status)
+save(key, h, changes, ARGV[2])
+if changes.status == 'failed' then count_finished(h, 'failed', now) end
+return {changes.status, claim_next()}
 """)
 
 REQUEUE = _queue_script("""
@@ -350,32 +361,33 @@ local processing, mode = KEYS[21], ARGV[2]
 local changed = 0
 for i = #KEYS - 21, 1, -1 do
   local key, id, channel = KEYS[21 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
-  local f = redis.call('HMGET', key, 'status', 'workerId', 'priority')
-  local mine = f[1] == 'active' and f[2] == ARGV[1]
-  if f[1] == 'waiting' or not f[1] or (mode ~= 'unclaimed' and not mine) then
+  local h = load_job(key)
+  local status = h and h.status
+  local mine = status == 'active' and h.workerId == ARGV[1]
+  if status == 'waiting' or not status or (mode ~= 'unclaimed' and not mine) then
     -- moved but never marked active: undo the move; gone or not ours any more: just forget it
-    if redis.call('LREM', processing, 1, id) == 1 and f[1] == 'waiting' then
-      push_waiting(id, f[3], true)
+    if redis.call('LREM', processing, 1, id) == 1 and status == 'waiting' then
+      push_waiting(id, h.priority, true)
     end
   elseif mine and mode ~= 'unclaimed' and redis.call('LREM', processing, 1, id) == 1 then
-    local reason = nil
+    local changes = {action = false}
     if mode == 'stalled' then
-      local n = redis.call('HINCRBY', key, 'recoveries', 1)
-      if n > tonumber(ARGV[3]) then
-        reason = 'stalled: its worker was lost ' .. n .. ' times while running it'
+      changes.recoveries = (tonumber(h.recoveries) or 0) + 1
+      if changes.recoveries > tonumber(ARGV[3]) then
+        changes.failedReason = 'stalled: its worker was lost ' .. changes.recoveries .. ' times while running it'
       end
     end
-    redis.call('HDEL', key, 'action')
-    if reason then
-      local now = now_ms()
-      set_status(key, id, 'active', 'failed')
-      redis.call('HSET', key, 'failedReason', reason, 'finishedAt', now)
-      count_finished(key, 'failed', now)
+    local now = nil
+    if changes.failedReason then
+      now = now_ms()
+      changes.status, changes.finishedAt = 'failed', now
     else
-      set_status(key, id, 'active', 'waiting')
-      push_waiting(id, f[3], true)
+      changes.status = 'waiting'
+      push_waiting(id, h.priority, true)
     end
-    touch(key, channel)
+    index_status(id, h.seq, 'active', changes.status)
+    save(key, h, changes, channel)
+    if now then count_finished(h, 'failed', now) end
     changed = changed + 1
   end
 end
@@ -395,11 +407,11 @@ for i = 1, #KEYS - 20 do
     due = tonumber(due)
     if due <= now then
       redis.call('ZREM', DELAYED, id)
-      if redis.call('HGET', key, 'status') == 'delayed' then
-        set_status(key, id, 'delayed', 'waiting')
-        redis.call('HDEL', key, 'runAt')
-        push_waiting(id, redis.call('HGET', key, 'priority'), false)
-        touch(key, channel)
+      local h = load_job(key)
+      if h and h.status == 'delayed' then
+        index_status(id, h.seq, 'delayed', 'waiting')
+        push_waiting(id, h.priority, false)
+        save(key, h, {status = 'waiting', runAt = false}, channel)
         promoted = promoted + 1
       end
     elseif wait_ms < 0 or due - now < wait_ms then
@@ -417,15 +429,13 @@ CANCEL = _queue_script("""
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id
 -- Returns {'ok', hash}, {'missing'}, {'conflict', status} or {'moved'} (worker changed: read again).
 local id, key = ARGV[1], KEYS[21]
-local f = redis.call('HMGET', key, 'status', 'workerId')
-local status = f[1]
-if not status then return {'missing'} end
+local h = load_job(key)
+if not h then return {'missing'} end
+local status = h.status
 if status ~= 'waiting' and status ~= 'delayed' and status ~= 'active' then return {'conflict', status} end
-if not withdraw(id, status, f[2], ARGV[4], KEYS[22], ARGV[3]) then return {'moved'} end
-set_status(key, id, status, 'cancelled')
-redis.call('HSET', key, 'finishedAt', now_ms())
-redis.call('HDEL', key, 'action', 'runAt')
-return {'ok', touch(key, ARGV[2])}
+if not withdraw(id, status, h.workerId, ARGV[4], KEYS[22], ARGV[3]) then return {'moved'} end
+index_status(id, h.seq, status, 'cancelled')
+return {'ok', save(key, h, {status = 'cancelled', finishedAt = now_ms(), action = false, runAt = false}, ARGV[2])}
 """)
 
 RETRY = _queue_script("""
@@ -433,14 +443,15 @@ RETRY = _queue_script("""
 -- ARGV[1] id, ARGV[2] job channel
 -- failed or cancelled -> waiting, with attemptsMade and progress back to 0.
 local id, key = ARGV[1], KEYS[21]
-local f = redis.call('HMGET', key, 'status', 'priority')
-if not f[1] then return {'missing'} end
-if f[1] ~= 'failed' and f[1] ~= 'cancelled' then return {'conflict', f[1]} end
-set_status(key, id, f[1], 'waiting')
-redis.call('HSET', key, 'attemptsMade', 0, 'progress', 0, 'recoveries', 0)
-redis.call('HDEL', key, 'finishedAt', 'startedAt', 'action', 'result', 'runAt')
-push_waiting(id, f[2], false)
-return {'ok', touch(key, ARGV[2])}
+local h = load_job(key)
+if not h then return {'missing'} end
+if h.status ~= 'failed' and h.status ~= 'cancelled' then return {'conflict', h.status} end
+index_status(id, h.seq, h.status, 'waiting')
+push_waiting(id, h.priority, false)
+return {'ok', save(key, h, {
+  status = 'waiting', attemptsMade = 0, progress = 0, recoveries = 0,
+  finishedAt = false, startedAt = false, action = false, result = false, runAt = false,
+}, ARGV[2])}
 """)
 
 PROMOTE = _queue_script("""
@@ -448,14 +459,13 @@ PROMOTE = _queue_script("""
 -- ARGV[1] id, ARGV[2] job channel
 -- delayed -> waiting now.
 local id, key = ARGV[1], KEYS[21]
-local f = redis.call('HMGET', key, 'status', 'priority')
-if not f[1] then return {'missing'} end
-if f[1] ~= 'delayed' then return {'conflict', f[1]} end
+local h = load_job(key)
+if not h then return {'missing'} end
+if h.status ~= 'delayed' then return {'conflict', h.status} end
 redis.call('ZREM', DELAYED, id)
-set_status(key, id, 'delayed', 'waiting')
-redis.call('HDEL', key, 'runAt')
-push_waiting(id, f[2], false)
-return {'ok', touch(key, ARGV[2])}
+index_status(id, h.seq, 'delayed', 'waiting')
+push_waiting(id, h.priority, false)
+return {'ok', save(key, h, {status = 'waiting', runAt = false}, ARGV[2])}
 """)
 
 SET_PRIORITY = _queue_script("""
@@ -463,15 +473,14 @@ SET_PRIORITY = _queue_script("""
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] 'normal' or 'high'
 -- Only for waiting or delayed jobs; a waiting job moves to its new place in line.
 local id, key = ARGV[1], KEYS[21]
-local f = redis.call('HMGET', key, 'status', 'priority')
-if not f[1] then return {'missing'} end
-if f[1] ~= 'waiting' and f[1] ~= 'delayed' then return {'conflict', f[1]} end
-redis.call('HSET', key, 'priority', ARGV[3])
-if f[1] == 'waiting' and f[2] ~= ARGV[3] then
+local h = load_job(key)
+if not h then return {'missing'} end
+if h.status ~= 'waiting' and h.status ~= 'delayed' then return {'conflict', h.status} end
+if h.status == 'waiting' and h.priority ~= ARGV[3] then
   remove_waiting(id)
   push_waiting(id, ARGV[3], false)
 end
-return {'ok', touch(key, ARGV[2])}
+return {'ok', save(key, h, {priority = ARGV[3]}, ARGV[2])}
 """)
 
 DELETE = _queue_script("""
@@ -487,7 +496,7 @@ local status = f[1]
 if not status then return {'missing'} end
 if ARGV[5] ~= '' and status ~= ARGV[5] then return {'conflict', status} end
 if not withdraw(id, status, f[2], ARGV[4], KEYS[26], ARGV[3]) then return {'moved'} end
-set_status(key, id, status, nil)
+index_status(id, nil, status, nil)
 redis.call('ZREM', KEYS[23], id)
 redis.call('ZREM', KEYS[24], id)
 redis.call('ZREM', KEYS[25], id)

@@ -231,6 +231,9 @@ class Worker:
         turn = failures = 0
         while not self._stopping.is_set():
             taken = await self._take_slots()
+            if self._stopping.is_set():  # began to stop while waiting for a slot
+                self._release(taken)
+                return
             started = 0
             try:
                 for queue in queues:
@@ -511,17 +514,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --tasks modules relative to where the worker is started
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(settings))
-
-
-def _loop_factory() -> Any:
-    """uvloop when installed (it cuts the event loop's cost per job), else asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":
