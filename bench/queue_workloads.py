@@ -68,18 +68,16 @@ def _commands_per_job(stats: dict[str, Any], n: int) -> dict[str, Any]:
     stats = {name.removeprefix("cmdstat_"): value for name, value in stats.items()}
     calls = {name: int(value["calls"]) for name, value in stats.items() if name not in own}
     per_job = {name: round(count / n, 3) for name, count in sorted(calls.items(), key=lambda kv: -kv[1])}
-    job_path = ("evalsha", "eval", "lmove", "blmove")  # what the worker itself sends to run jobs
-    # Round trips: one EVALSHA per job (complete) plus one per claim batch, one LMOVE pipeline per
-    # claim batch, and a BLMOVE whenever the queue looked empty. Heartbeats (an EVALSHA every 2 s)
-    # are counted as claims: negligible over a drain.
-    evalsha = calls.get("evalsha", 0)
-    round_trips = evalsha + max(0, evalsha - n) + calls.get("blmove", 0)
+    job_path = ("evalsha", "eval", "blmove")  # what the worker itself sends to run jobs
+    # Round trips: one EVALSHA per job (the ack, which also claims the slot's next job), one per
+    # claim of the claim loop, and a BLMOVE whenever the queue looked empty. Heartbeats (an
+    # EVALSHA every 2 s) count as claims: negligible over a drain.
+    round_trips = sum(calls.get(c, 0) for c in job_path)
     # Time Redis spent on the job path (an EVALSHA's usec includes the commands its script runs).
     usec = sum(float(stats[c]["usec"]) for c in job_path if c in stats)
     return {
         "total_per_job": round(sum(calls.values()) / n, 2),
         "redis_usec_per_job": round(usec / n, 1),
-        "sent_by_worker_per_job": round(sum(calls.get(c, 0) for c in job_path) / n, 3),
         "round_trips_per_job_estimate": round(round_trips / n, 3),
         "per_job": per_job,
     }

@@ -294,3 +294,25 @@ async def test_recovered_jobs_go_back_to_the_front_of_the_line_in_their_original
     line = await redis_client.lrange(K.wait("default"), 0, -1)
     names = {job_id: f"job-{i}" for i, job_id in enumerate(ids)}
     assert [names[i] for i in line] == [f"job-{i}" for i in range(7)], [names[i] for i in line]
+
+
+async def test_job_claimed_for_a_worker_whose_reply_was_lost_is_put_back_and_run(
+    client: Any, spawn_worker: Any, redis_client: Any, store: Any
+) -> None:
+    """A claim whose reply never reached the worker (a Redis blip mid-command) leaves the job
+    active in its processing list while the worker runs nothing of it: its lease check puts the job
+    back, and it runs."""
+    spawn_worker("--lease-ms", str(LEASE_MS), "--concurrency", "1")
+    busy = (await create_job(client, name="busy", type="sleep", data={"ms": 3000}))["id"]
+    await wait_for_status(client, busy, "active")
+    worker_id = await worker_of(client, [busy])
+    lost = (await create_job(client, name="lost reply", type="noop"))["id"]
+    # The claim the worker's own command would have made, had its reply not been lost:
+    [claimed] = await store.claim("default", worker_id, 1)
+    assert claimed.id == lost and (await get_job(client, lost))["status"] == "active"
+
+    await wait_for_status(client, lost, "waiting", timeout=10)  # two lease checks: ~0.8 s
+    assert (await get_job(client, busy))["status"] == "active"  # put back while the slot was still busy
+    assert await redis_client.lrange(K.processing("default", worker_id), 0, -1) == [busy]
+    done = await wait_for_status(client, lost, "completed", "failed", timeout=20)
+    assert done["status"] == "completed", done
