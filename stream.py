@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ class EventStream:
         self.redis, self.keys, self.response, self.ping_s = client, keys, response, ping_s
         self.server = server
         self.cursor: EventId = (0, 0)
+        self.loop = asyncio.get_running_loop()
+        self.last_write = self.loop.time()
+        self.client_gone = False
 
     async def start_from(self, last_event_id: str | None) -> bool:
         """Fix where the stream starts, before the client hears it is open (it then loads the
@@ -77,7 +81,7 @@ class EventStream:
     async def run(self) -> None:
         """Until the client leaves (a write fails) or the server shuts down."""
         failures = 0
-        while not self.server.closing:
+        while not self._ended():
             try:
                 async with self.redis.pubsub(push_handler_func=_as_is) as pubsub:
                     await pubsub.psubscribe(self.keys.job_channel_pattern, self.keys.queue_channel_pattern)
@@ -85,9 +89,11 @@ class EventStream:
                     failures = 0
                     await self._forward(pubsub)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                if self._ended():
+                    return  # _keep_alive closed the subscription
                 failures += 1
                 log.warning("stream lost its subscription (%s); resubscribing", error)
-                await self.response.write(b": redis unavailable, retrying\n\n")
+                await self._write(b": redis unavailable, retrying\n\n")
                 if failures > 1:  # a dropped connection is retried at once, a dead Redis with backoff
                     await asyncio.sleep(min(0.1 * 2**failures, 5))
 
@@ -112,44 +118,60 @@ class EventStream:
             if len(entries) < REPLAY_BATCH:
                 return
 
+    def _ended(self) -> bool:
+        return self.server.closing or self.client_gone
+
     async def _forward(self, pubsub: redis.client.PubSub) -> None:
-        # Replies are read straight off the subscription's connection: PubSub.get_message's
-        # wrappers (retry, health check, message dict) were half of this loop's CPU, and a broken
-        # connection is handled by run() anyway (resubscribe, replay).
+        # Replies are read straight off the subscription's connection, with no timeout:
+        # PubSub.get_message's wrappers and a timeout per read cost more than the reads. The
+        # keep-alive task pings a quiet client and closes the connection to end this loop.
         connection = pubsub.connection
         assert connection is not None  # subscribed
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
-        while not self.server.closing:  # checked at least every second, so shutdown is prompt
-            reply = await connection.read_response(timeout=min(self.ping_s, 1.0), push_request=True)
-            if reply is None:
-                if loop.time() - quiet_since >= self.ping_s:
-                    await self.response.write(b": ping\n\n")
-                    quiet_since = loop.time()
-                continue
-            quiet_since = loop.time()
-            # Everything already received goes out in one write: a stream that fell behind
-            # catches up instead of paying a socket write per event.
-            chunks: list[bytes] = []
+        keep_alive = asyncio.create_task(self._keep_alive(connection))
+        try:
             while True:
-                if reply[0] == "pmessage":
-                    event_id, event, payload = reply[3].split("\n", 2)
-                    chunks.append(self._render(event_id, event, payload))
-                elif reply[0] == "psubscribe":
-                    # Subscribed (this stream subscribes before it replays, and the confirmation
-                    # may come after the replay): what was published before is only in the stream.
-                    if chunks:
-                        await self.response.write(b"".join(chunks))
-                        chunks = []
-                    await self._replay()
-                if not await connection.can_read():
-                    break
-                reply = await connection.read_response(push_request=True)
-            if chunks:
-                await self.response.write(b"".join(chunks))
+                reply = await connection.read_response(timeout=math.inf, push_request=True)
+                # Everything already received goes out in one write: a stream that fell behind
+                # catches up instead of paying a socket write per event.
+                chunks: list[bytes] = []
+                while True:
+                    if reply[0] == "pmessage":
+                        event_id, event, payload = reply[3].split("\n", 2)
+                        chunks.append(self._render(event_id, event, payload))
+                    elif reply[0] == "psubscribe":
+                        # Subscribed (this stream subscribes before it replays, and the confirmation
+                        # may come after the replay): what was published before is only in the stream.
+                        if chunks:
+                            await self._write(b"".join(chunks))
+                            chunks = []
+                        await self._replay()
+                    if not await connection.can_read():
+                        break
+                    reply = await connection.read_response(timeout=math.inf, push_request=True)
+                if chunks:
+                    await self._write(b"".join(chunks))
+        finally:
+            keep_alive.cancel()
+
+    async def _keep_alive(self, connection: redis.connection.Connection) -> None:
+        """A `: ping` after ping_s without a write; a failed one means the client has gone. When
+        the server shuts down or the client has gone, close the subscription: the read ends."""
+        while not self._ended():
+            quiet_until = self.last_write + self.ping_s
+            await asyncio.sleep(min(max(quiet_until - self.loop.time(), 0.01), 1.0))  # shutdown within 1 s
+            if not self._ended() and self.loop.time() >= self.last_write + self.ping_s:
+                try:
+                    await self._write(b": ping\n\n")
+                except (ConnectionError, RuntimeError):  # the client went away (aiohttp: reset or closed)
+                    self.client_gone = True
+        await connection.disconnect()
+
+    async def _write(self, data: bytes) -> None:
+        await self.response.write(data)
+        self.last_write = self.loop.time()
 
     async def _send(self, event_id: str, event: str, payload: str) -> None:
-        await self.response.write(self._render(event_id, event, payload))
+        await self._write(self._render(event_id, event, payload))
 
     def _render(self, event_id: str, event: str, payload: str) -> bytes:
         """The event as SSE, moving the cursor past it; b"" if it was sent already (replay and
