@@ -31,12 +31,15 @@ DEFAULT_TYPE = "demo"
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF_MS = 1000
+DEFAULT_MAX_BACKOFF_MS = 3_600_000  # a retry never waits longer than this (scripts.FAIL)
 LOG_CAP = 1000  # lines kept per job, newest last
 LOG_LINE_MAX = 2000  # characters per log line
+ACTION_MAX = 500  # characters of the current step's text
+REASON_MAX = 2000  # characters of a failure's reason
 
 # Hash fields holding integers; everything else is text, `data` and `result` are JSON text.
 _INT_FIELDS = (
-    "progress", "attemptsMade", "maxAttempts", "backoffMs", "timeoutMs",
+    "progress", "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs",
     "createdAt", "startedAt", "finishedAt", "runAt", "rev", "seq", "recoveries", "token",
 )  # fmt: skip
 _JSON_FIELDS = ("data", "result")
@@ -45,7 +48,7 @@ _JSON_FIELDS = ("data", "result")
 # holds the two to the same output.
 API_FIELDS: tuple[str, ...] = (
     "id", "name", "type", "queue", "data", "status", "priority", "progress", "action",
-    "attemptsMade", "maxAttempts", "backoffMs", "timeoutMs", "createdAt", "startedAt",
+    "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs", "createdAt", "startedAt",
     "finishedAt", "runAt", "failedReason", "result", "workerId", "rev",
 )  # fmt: skip
 
@@ -73,6 +76,7 @@ class Job:
     attempts_made: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff_ms: int = DEFAULT_BACKOFF_MS
+    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     timeout_ms: int | None = None
     created_at: int | None = None
     started_at: int | None = None
@@ -90,6 +94,7 @@ class Job:
         "id": "id", "name": "name", "type": "type", "queue": "queue", "data": "data",
         "status": "status", "priority": "priority", "progress": "progress", "action": "action",
         "attemptsMade": "attempts_made", "maxAttempts": "max_attempts", "backoffMs": "backoff_ms",
+        "maxBackoffMs": "max_backoff_ms",
         "timeoutMs": "timeout_ms", "createdAt": "created_at", "startedAt": "started_at",
         "finishedAt": "finished_at", "runAt": "run_at", "failedReason": "failed_reason",
         "result": "result", "workerId": "worker_id", "rev": "rev", "recoveries": "recoveries",

@@ -30,7 +30,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Invalid JSON or a validation error (the message names the field).",
-        401: "Missing or wrong API token.",
+        401: "Missing or wrong API token (with API_TOKEN set, or from another origin).",
         404: "No such job or route.",
         409: "The job's state forbids the action.",
         413: "The request body is too large.",
@@ -91,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
             "attemptsMade": {"type": "integer", "minimum": 0},
             "maxAttempts": {"type": "integer", "minimum": 1},
             "backoffMs": {"type": "integer", "minimum": 0},
+            "maxBackoffMs": {"type": "integer", "minimum": 0},
             "timeoutMs": _NULL_INT,
             "createdAt": _NULL_INT,
             "startedAt": _NULL_INT,
@@ -115,11 +116,15 @@ SCHEMAS: dict[str, Any] = {
             },
             "type": {**_NAME, "default": "demo"},
             "queue": {**_NAME, "default": "default"},
-            "data": {"type": "object", "description": "At most 64 KiB encoded."},
+            "data": {"type": "object", "description": "At most 64 KiB encoded; demo `steps` at most 1,000."},
             "priority": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
             "delayMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_DELAY_MS},
             "maxAttempts": {"type": "integer", "minimum": 1, "maximum": v.MAX_ATTEMPTS, "default": 3},
             "backoffMs": {"type": "integer", "minimum": 0, "maximum": v.MAX_BACKOFF_MS, "default": 1000},
+            "maxBackoffMs": {
+                "type": "integer", "minimum": 0, "maximum": v.MAX_BACKOFF_MS, "default": 3_600_000,
+                "description": "A retry never waits longer than this.",
+            },
             "timeoutMs": {"type": "integer", "minimum": 1, "maximum": v.MAX_TIMEOUT_MS, "nullable": True},
         },
     },

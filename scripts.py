@@ -24,6 +24,8 @@ from models import API_FIELDS, STATUSES
 
 QUEUE_BLOCK_SIZE = 20
 EVENTS_CAP = 10_000
+EVENTS_MAX_BYTES = 64 * 1024 * 1024  # the event log keeps at most this much (and EVENTS_CAP events)
+EVENT_FIELD_MAX = 4096  # an event's job leaves out data and result when either is longer
 RECENT_FAILURES = 10
 # Upper bounds (seconds) of the job duration histogram; +Inf is implied.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -35,7 +37,7 @@ _lua_slots = ", ".join(f"{status} = {i}" for i, status in enumerate(STATUSES))
 _PRELUDE = f"""
 local API_FIELDS = {{{_lua_list}}}
 local RAW_FIELDS = {{data = true, result = true, progress = true, attemptsMade = true,
-  maxAttempts = true, backoffMs = true, timeoutMs = true, createdAt = true, startedAt = true,
+  maxAttempts = true, backoffMs = true, maxBackoffMs = true, timeoutMs = true, createdAt = true, startedAt = true,
   finishedAt = true, runAt = true, rev = true}}
 local STATUS_SLOT = {{{_lua_slots}}}
 local EVENTS = KEYS[1]
@@ -54,19 +56,59 @@ local function load_job(key)
   return h
 end
 
--- The API's job JSON (no logs); models.Job.to_api gives the same.
+-- The API's job JSON (no logs), as an event carries it; models.Job.to_api gives the same. Events
+-- stay small: when data or result is over {EVENT_FIELD_MAX} bytes, both are left out and the job
+-- says "dataOmitted" (the single-job view has them).
 local function job_json(h)
+  local omit = (h.data and #h.data > {EVENT_FIELD_MAX}) or (h.result and #h.result > {EVENT_FIELD_MAX})
   local parts = {{}}
-  for i, f in ipairs(API_FIELDS) do
-    local v = h[f]
-    if v == nil then v = 'null' elseif not RAW_FIELDS[f] then v = cjson.encode(v) end
-    parts[i] = '"' .. f .. '":' .. v
+  for _, f in ipairs(API_FIELDS) do
+    if not (omit and (f == 'data' or f == 'result')) then
+      local v = h[f]
+      if v == nil then v = 'null' elseif not RAW_FIELDS[f] then v = cjson.encode(v) end
+      parts[#parts + 1] = '"' .. f .. '":' .. v
+    end
   end
+  if omit then parts[#parts + 1] = '"dataOmitted":true' end
   return '{{' .. table.concat(parts, ',') .. '}}'
 end
 
+-- An event log entry is {{e = event, d = payload, n = bytes appended to the log up to its end}},
+-- so the log holds the newest entry's n less where the oldest entry starts.
+local function event_size(event, payload) return #event + #payload + 40 end
+
+local function entry_end(entry)
+  return entry and tonumber(entry[2][6]) or 0
+end
+
+local function entry_start(entry)
+  return entry_end(entry) - event_size(entry[2][2], entry[2][4])
+end
+
+-- Trim the oldest events until the log holds at most {EVENTS_MAX_BYTES} bytes.
+local function trim_event_bytes(total)
+  local floor = total - {EVENTS_MAX_BYTES}
+  local oldest = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1)[1]
+  if not oldest or entry_start(oldest) >= floor then return end
+  local start = '-'
+  while true do
+    local batch = redis.call('XRANGE', EVENTS, start, '+', 'COUNT', 100)
+    if #batch == 0 then return end
+    for _, entry in ipairs(batch) do
+      if entry_start(entry) >= floor then
+        redis.call('XTRIM', EVENTS, 'MINID', entry[1])
+        return
+      end
+    end
+    start = '(' .. batch[#batch][1]
+  end
+end
+
 local function emit(channel, event, payload)
-  local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload)
+  local total = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) + event_size(event, payload)
+  total = string.format('%d', total)
+  local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload, 'n', total)
+  trim_event_bytes(tonumber(total))
   redis.call('PUBLISH', channel, eid .. '\\n' .. event .. '\\n' .. payload)
   return eid
 end
@@ -196,7 +238,11 @@ local function claim(moved, n, processing, worker_id, job_prefix)
   local now = now_ms()
   local claimed = {{}}
   for _, id in ipairs(moved) do
-    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+    -- A BLMOVE reply may come late (the worker was frozen): if a reaper has put the id back
+    -- meanwhile, it is no longer in this worker's list, and the job stays where the reaper put it.
+    if redis.call('LPOS', processing, id) then
+      claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+    end
   end
   while #claimed < n do
     local id = redis.call('LMOVE', WAIT, processing, 'LEFT', 'RIGHT')
@@ -235,6 +281,29 @@ local function count_finished(h, outcome, now)
     redis.call('HINCRBY', META, 'duration:' .. bucket, 1)
     redis.call('HINCRBYFLOAT', META, 'durationSum', seconds)
   end
+end
+
+-- An active job back to waiting, at the front of its priority's line; `stalled` (its worker was
+-- lost) counts a recovery, and a job recovered more than `max_recoveries` times fails as stalled.
+local function put_back(id, key, h, channel, stalled, max_recoveries)
+  local changes = {{action = false}}
+  if stalled then
+    changes.recoveries = (tonumber(h.recoveries) or 0) + 1
+    if changes.recoveries > max_recoveries then
+      changes.failedReason = 'stalled: its worker was lost ' .. changes.recoveries .. ' times while running it'
+    end
+  end
+  local now = nil
+  if changes.failedReason then
+    now = now_ms()
+    changes.status, changes.finishedAt = 'failed', now
+  else
+    changes.status = 'waiting'
+    push_waiting(id, h.priority, true)
+  end
+  index_status(id, h.seq, 'active', changes.status)
+  save(key, h, changes, channel)
+  if now then count_finished(h, 'failed', now) end
 end
 """
 
@@ -334,11 +403,13 @@ local claim_next = function() return claim({}, tonumber(ARGV[7]), KEYS[21], ARGV
 local h = load_job(key)
 if not holds_lease(h, ARGV[3], ARGV[4]) then return {'', claim_next()} end
 local made, max, backoff = tonumber(h.attemptsMade), tonumber(h.maxAttempts), tonumber(h.backoffMs)
+local max_backoff = tonumber(h.maxBackoffMs) or 3600000  -- models.DEFAULT_MAX_BACKOFF_MS (jobs from before it)
 local now = now_ms()
 local changes = {failedReason = ARGV[5], action = false}
 redis.call('HINCRBY', KEYS[23], 'failed', 1)
 if ARGV[6] == '1' and made < max then
-  changes.status, changes.runAt = 'delayed', now + backoff * math.pow(2, made - 1)
+  -- capped before it can overflow: runAt is always a valid date
+  changes.status, changes.runAt = 'delayed', now + math.min(backoff * math.pow(2, math.min(made - 1, 60)), max_backoff)
   redis.call('ZADD', DELAYED, changes.runAt, id)
 else
   changes.status, changes.finishedAt = 'failed', now
@@ -370,24 +441,34 @@ for i = #KEYS - 21, 1, -1 do
       push_waiting(id, h.priority, true)
     end
   elseif mine and mode ~= 'unclaimed' and redis.call('LREM', processing, 1, id) == 1 then
-    local changes = {action = false}
-    if mode == 'stalled' then
-      changes.recoveries = (tonumber(h.recoveries) or 0) + 1
-      if changes.recoveries > tonumber(ARGV[3]) then
-        changes.failedReason = 'stalled: its worker was lost ' .. changes.recoveries .. ' times while running it'
-      end
-    end
-    local now = nil
-    if changes.failedReason then
-      now = now_ms()
-      changes.status, changes.finishedAt = 'failed', now
-    else
-      changes.status = 'waiting'
-      push_waiting(id, h.priority, true)
-    end
-    index_status(id, h.seq, 'active', changes.status)
-    save(key, h, changes, channel)
-    if now then count_finished(h, 'failed', now) end
+    put_back(id, key, h, channel, mode == 'stalled', tonumber(ARGV[3]))
+    changed = changed + 1
+  end
+end
+return changed
+""")
+
+RECOVER_ORPHANS = _queue_script("""
+-- KEYS[1..20] queue block, KEYS[21] workers sorted set,
+-- then per job: KEYS[20+2i] job hash, KEYS[21+2i] the processing list of the worker it names
+-- ARGV[1] min age ms, ARGV[2] recoveries allowed,
+-- then per job: ARGV[3i] id, ARGV[3i+1] job channel, ARGV[3i+2] the worker it names
+-- The reaper's consistency check: an active job whose worker is gone (not registered) has lost
+-- its worker, whatever its processing list says; put it back as stalled. Only jobs claimed more
+-- than ARGV[1] ms ago: a worker that a reaper wrongly gave up on re-registers within its lease.
+-- Returns how many jobs changed state.
+local workers, min_age, max_recoveries = KEYS[21], tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local changed = 0
+for i = 1, (#KEYS - 21) / 2 do
+  local key, processing = KEYS[20 + 2 * i], KEYS[21 + 2 * i]
+  local id, channel, worker_id = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local h = load_job(key)
+  if h and h.status == 'active' and h.workerId == worker_id
+      and not redis.call('ZSCORE', workers, worker_id)
+      and now - (tonumber(h.startedAt) or 0) > min_age then
+    redis.call('LREM', processing, 1, id)
+    put_back(id, key, h, channel, true, max_recoveries)
     changed = changed + 1
   end
 end

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
-import hiredis
 import redis.asyncio as redis
 
 import scripts
 from keys import Keys
-from models import LOG_CAP, LOG_LINE_MAX, Job, Priority, Status, new_job_id
+from models import ACTION_MAX, DEFAULT_MAX_BACKOFF_MS, LOG_CAP, REASON_MAX, LOG_LINE_MAX, Job, Priority, Status, new_job_id
 
 
 class JobNotFound(LookupError):
@@ -45,6 +44,7 @@ class NewJob:
     max_attempts: int
     backoff_ms: int
     timeout_ms: int | None
+    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -53,46 +53,6 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 def _jobs(flats: list[list[str]]) -> list[Job]:
     return [Job.from_redis(_pairs(flat)) for flat in flats]
-
-
-class _HiredisPacking:
-    """Commands packed by hiredis, in C. redis-py's asyncio connections pack in Python, and every
-    script call here sends 20-odd keys: 62 us to pack one in Python, 6 us in hiredis."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # e.g. "CONFIG GET": separate arguments
-            args = (*args[0].split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as error:  # None or a bool, which redis-py refuses too
-            raise redis.DataError(f"invalid argument in {args[0]!r}: {error}") from None
-
-
-def connect(url: str, **options: Any) -> redis.Redis:
-    """A client with text replies and timeouts, so a dead Redis fails fast instead of hanging."""
-    options.setdefault("socket_connect_timeout", 2)
-    options.setdefault("health_check_interval", 15)
-    client = redis.Redis.from_url(url, decode_responses=True, **options)
-    pool = client.connection_pool
-    pool.connection_class = type(pool.connection_class.__name__, (_HiredisPacking, pool.connection_class), {})
-    return client
-
-
-async def durability_warnings(client: redis.Redis) -> list[str]:
-    """What in Redis's configuration could lose jobs: eviction, or no persistence at all."""
-    try:
-        config = await client.config_get("maxmemory-policy")
-        config.update(await client.config_get("appendonly"))
-        config.update(await client.config_get("save"))
-    except redis.ResponseError:  # CONFIG is disabled on some managed Redis services
-        return []
-    warnings = []
-    policy = config.get("maxmemory-policy", "noeviction")
-    if policy != "noeviction":
-        warnings.append(f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict jobs; use noeviction")
-    if config.get("appendonly") != "yes" and not config.get("save"):
-        warnings.append("Redis has no persistence (appendonly no, no save points): a Redis restart loses every job")
-    return warnings
 
 
 class JobStore:
@@ -106,6 +66,7 @@ class JobStore:
         self._complete = register(scripts.COMPLETE)
         self._fail = register(scripts.FAIL)
         self._requeue = register(scripts.REQUEUE)
+        self._recover_orphans = register(scripts.RECOVER_ORPHANS)
         self._promote_due = register(scripts.PROMOTE_DUE)
         self._cancel = register(scripts.CANCEL)
         self._retry = register(scripts.RETRY)
@@ -125,6 +86,7 @@ class JobStore:
             priority=new.priority,
             max_attempts=new.max_attempts,
             backoff_ms=new.backoff_ms,
+            max_backoff_ms=new.max_backoff_ms,
             timeout_ms=new.timeout_ms,
         )
         k = self.keys
@@ -291,7 +253,7 @@ class JobStore:
             args=[
                 k.job_channel(job.id), job.worker_id or "", job.token,
                 "" if progress is None else progress,
-                "0" if action is None else "1", action or "",
+                "0" if action is None else "1", (action or "")[:ACTION_MAX],
                 "0" if log is None else "1", (log or "")[:LOG_LINE_MAX], LOG_CAP,
             ],  # fmt: skip
         )
@@ -324,7 +286,7 @@ class JobStore:
         status, claimed = await self._fail(
             keys=self._ack_keys(job),
             args=[
-                job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason,
+                job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason[:REASON_MAX],
                 "1" if retry else "0", claim_next, self.keys.job_prefix,
             ],  # fmt: skip
         )
@@ -349,6 +311,30 @@ class JobStore:
         return await self._requeue(
             keys=[*k.queue_block(queue), processing, *map(k.job, ids)], args=args
         )
+
+    async def recover_orphans(self, queue: str, min_age_ms: int, max_recoveries: int = 2) -> int:
+        """Put back the queue's active jobs whose worker is gone, claimed more than `min_age_ms`
+        ago, wherever their ids are: no job stays active on a dead worker, whatever bug or
+        late reply put it there. Returns how many were put back."""
+        k = self.keys
+        active = await self.redis.zrange(k.queue_status_index(queue, Status.ACTIVE.value), 0, -1)
+        if not active:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in active:
+                pipe.hget(k.job(job_id), "workerId")
+            pipe.zrange(k.workers, 0, -1)
+            *owners, live = await pipe.execute()
+        live_workers = set(live)
+        keys: list[str] = [*k.queue_block(queue), k.workers]
+        args: list[Any] = [min_age_ms, max_recoveries]
+        for job_id, worker_id in zip(active, owners):
+            if worker_id is not None and worker_id not in live_workers:
+                keys += [k.job(job_id), k.processing(queue, worker_id)]
+                args += [job_id, k.job_channel(job_id), worker_id]
+        if len(args) == 2:
+            return 0
+        return await self._recover_orphans(keys=keys, args=args)
 
     async def promote_due(self, queue: str, batch: int = 100) -> tuple[int, int]:
         """Delayed jobs that are due become waiting. Returns (promoted, ms to the next one or -1)."""

@@ -43,7 +43,7 @@ def _number(data: dict[str, Any], field: str, default: float, low: float, high: 
 
 async def demo(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """A "web agent": `steps` actions of `stepMs` each, progress after every step."""
-    steps = int(_number(data, "steps", 10, 1, 10_000))
+    steps = int(_number(data, "steps", 10, 1, 1000))  # validation.MAX_DEMO_STEPS
     step_ms = _number(data, "stepMs", 1000, 0, 3_600_000)
     fail_rate = _number(data, "failRate", 0, 0, 1)
     fail_at = data.get("failAtStep")

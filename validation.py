@@ -7,17 +7,21 @@ import re
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TYPE, Priority, Status
+from models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, Priority, Status
 from store import NewJob
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # queue and type names: they become part of keys
+# Queue and type names: they become part of keys and paths. "." and ".." are refused: browsers
+# rewrite such path segments, so the dashboard could never reach that queue.
+NAME_RE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$")
+NAME_RULE = "must match ^[A-Za-z0-9_.-]{1,64}$ and not be . or .."
 MAX_NAME_CHARS = 200
 MAX_DATA_BYTES = 64 * 1024
 MAX_DELAY_MS = 366 * 24 * 3600 * 1000
 MAX_BACKOFF_MS = 24 * 3600 * 1000
 MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 MAX_ATTEMPTS = 100
+MAX_DEMO_STEPS = 1000
 MAX_CLEAN_AGE_MS = 10 * 366 * 24 * 3600 * 1000
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
@@ -27,7 +31,7 @@ CLEANABLE = ("completed", "failed", "cancelled")
 MAX_BULK_IDS = 10_000
 STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
-    {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "timeoutMs"}
+    {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs"}
 )
 
 
@@ -90,7 +94,7 @@ def _int(
 def _name(body: dict[str, Any], field: str, default: str) -> str:
     value = body.get(field, default)
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
+        raise invalid(field, NAME_RULE)
     return value
 
 
@@ -112,21 +116,32 @@ def parse_new_job(body: Any) -> NewJob:
         raise invalid("data", "must be a JSON object")
     if len(json.dumps(data, separators=(",", ":")).encode()) > MAX_DATA_BYTES:
         raise invalid("data", f"must be at most {MAX_DATA_BYTES} bytes encoded")
+    job_type = _name(body, "type", DEFAULT_TYPE)
+    if job_type == "demo":
+        _check_demo_data(data)
     try:
         priority = Priority(body.get("priority", Priority.NORMAL.value))
     except ValueError:
         raise invalid("priority", 'must be "normal" or "high"') from None
     return NewJob(
         name=name,
-        type=_name(body, "type", DEFAULT_TYPE),
+        type=job_type,
         queue=_name(body, "queue", DEFAULT_QUEUE),
         data=data,
         priority=priority,
         delay_ms=_int(body, "delayMs", 0, 0, MAX_DELAY_MS) or 0,
         max_attempts=_int(body, "maxAttempts", DEFAULT_MAX_ATTEMPTS, 1, MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS,
         backoff_ms=_int(body, "backoffMs", DEFAULT_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
+        max_backoff_ms=_int(body, "maxBackoffMs", DEFAULT_MAX_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
         timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS, nullable=True),  # null: no timeout
     )
+
+
+def _check_demo_data(data: dict[str, Any]) -> None:
+    """The built-in demo's knobs, checked before the job exists (tasks.demo reads them)."""
+    steps = data.get("steps", 10)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_DEMO_STEPS:
+        raise invalid("data.steps", f"must be an integer from 1 to {MAX_DEMO_STEPS}")
 
 
 def parse_priority_patch(body: Any) -> Priority:
@@ -176,7 +191,7 @@ def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, 
     for field in ("queue", "type"):
         value = query.get(field) or None
         if value is not None and not NAME_RE.fullmatch(value):
-            raise invalid(field, "must match ^[A-Za-z0-9_.-]{1,64}$")
+            raise invalid(field, NAME_RULE)
         names[field] = value
     limit = _query_int(query, "limit", 50, 1, MAX_LIMIT)
     offset = _query_int(query, "offset", 0, 0, MAX_OFFSET)
@@ -195,7 +210,7 @@ def _object(body: Any, allowed: AbstractSet[str]) -> dict[str, Any]:
 
 def check_queue_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise invalid("name", "must match ^[A-Za-z0-9_.-]{1,64}$")
+        raise invalid("name", NAME_RULE)
     return name
 
 

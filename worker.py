@@ -30,7 +30,9 @@ import redis.exceptions
 import tasks
 from keys import DEFAULT_PREFIX, Keys
 from models import Job, now_ms
-from store import JobStore, connect, durability_warnings
+from connections import connect, durability_warnings
+from store import JobStore
+from validation import NAME_RE, NAME_RULE
 from tasks import Handler
 
 log = logging.getLogger("jobline.worker")
@@ -398,6 +400,10 @@ class Worker:
                 pipe.delete(self.keys.worker(worker_id))
                 await pipe.execute()
             log.warning("worker %s is gone (silent for %d ms): recovered %d job(s)", worker_id, now - last_seen, recovered)
+        for queue in self.settings.queues:
+            orphans = await self.store.recover_orphans(queue, self.settings.lease_ms, MAX_RECOVERIES)
+            if orphans:
+                log.warning("put back %d job(s) of %s left active on a worker that is gone", orphans, queue)
 
     async def _listen_for_control(self) -> None:
         """Cancel requests for running jobs arrive on this worker's control channel."""
@@ -473,8 +479,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
     queues = args.queues or [q for q in env.get("JOBLINE_QUEUES", "default").split(",") if q]
     modules = args.task_modules or [m for m in env.get("JOBLINE_TASKS", "").split(",") if m]
     for queue in queues:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", queue):
-            parser.error(f"invalid queue name {queue!r}: use [A-Za-z0-9_.-], at most 64 characters")
+        if not NAME_RE.fullmatch(queue):
+            parser.error(f"invalid queue name {queue!r}: {NAME_RULE}")
     if not 1 <= args.concurrency <= 1000:
         parser.error("--concurrency must be between 1 and 1000")
     if args.lease_ms < 500:

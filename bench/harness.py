@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 import scripts  # noqa: E402
 from keys import Keys  # noqa: E402
 from models import DEFAULT_QUEUE, Job, Priority, new_job_id  # noqa: E402
-from store import JobStore, NewJob, connect  # noqa: E402
+from connections import connect  # noqa: E402
+from store import JobStore, NewJob  # noqa: E402
 
 POLL_S = 0.02  # completion polling, as in the peers' harness
 QUEUE = DEFAULT_QUEUE

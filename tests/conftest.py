@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server import Settings, create_app  # noqa: E402
-from store import JobStore, connect  # noqa: E402
+from connections import connect  # noqa: E402
+from store import JobStore  # noqa: E402
 from worker import Worker, WorkerSettings, load_handlers  # noqa: E402
 
 TEST_HANDLERS = "tests.handlers"

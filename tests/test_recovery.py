@@ -316,3 +316,90 @@ async def test_job_claimed_for_a_worker_whose_reply_was_lost_is_put_back_and_run
     assert await redis_client.lrange(K.processing("default", worker_id), 0, -1) == [busy]
     done = await wait_for_status(client, lost, "completed", "failed", timeout=20)
     assert done["status"] == "completed", done
+
+
+async def registered(redis_client: Any) -> set[str]:
+    return set(await redis_client.zrange(K.workers, 0, -1))
+
+
+async def test_late_blmove_reply_of_a_frozen_worker_cannot_claim_a_job_the_reaper_put_back(
+    client: Any, spawn_worker: Any, redis_client: Any
+) -> None:
+    """Issue 18: an idle worker frozen in BLMOVE, a job moved to it meanwhile, put back by a
+    reaper, then the worker wakes (its late reply in hand) and is killed. The job must still run."""
+    busy_one = spawn_worker("--lease-ms", "3000", "--concurrency", "1")
+    busy = (await create_job(client, name="keeps the reaper's worker busy", type="block", data={"seconds": 8}))["id"]
+    await wait_for_status(client, busy, "active")
+    before = await registered(redis_client)
+    frozen = spawn_worker("--lease-ms", "3000", "--concurrency", "1")
+    await wait_until(lambda: _more_workers(redis_client, before), timeout=20)
+    [frozen_id] = await registered(redis_client) - before
+    frozen.signal(signal.SIGSTOP)  # blocked in BLMOVE: Redis still hands it the next job
+
+    job = (await create_job(client, name="moved to a frozen worker", type="block", data={"seconds": 1}))["id"]
+    frozen_list = K.processing("default", frozen_id)
+    await wait_until(lambda: _holds(redis_client, frozen_list, job), timeout=10)
+    # its lease runs out; the busy worker's reaper puts the job back in line, still waiting
+    await wait_until(lambda: _gone(redis_client, frozen_id), timeout=15, interval=0.05)
+    assert await redis_client.lrange(K.wait("default"), 0, -1) == [job]
+    assert (await get_job(client, job))["status"] == "waiting"
+
+    frozen.signal(signal.SIGCONT)  # reads the late reply and claims with it
+    await wait_for_status(client, job, "active", timeout=10)
+    frozen.kill()  # kill -9 while it runs the job
+
+    done = await wait_for_status(client, job, "completed", "failed", timeout=30)
+    assert done["status"] == "completed", (done, busy_one.output())
+    assert done["workerId"] != frozen_id
+    assert await redis_client.llen(K.wait("default")) == 0  # no stale copy left behind
+
+
+async def test_active_job_of_a_dead_worker_outside_every_processing_list_is_put_back_and_run(
+    client: Any, spawn_worker: Any, redis_client: Any
+) -> None:
+    """The reaper's consistency check: however a job came to be active with its id in no
+    processing list (a bug, a late reply), once its worker is gone the job runs again."""
+    doomed = spawn_worker("--lease-ms", str(LEASE_MS), "--concurrency", "1")
+    job = (await create_job(client, name="orphan", type="block", data={"seconds": 1}))["id"]
+    await wait_for_status(client, job, "active")
+    owner = await worker_of(client, [job])
+    assert await redis_client.lrem(K.processing("default", owner), 1, job) == 1  # the inconsistency
+    doomed.kill()
+    spawn_worker("--lease-ms", str(LEASE_MS), "--concurrency", "1")
+
+    done = await wait_for_status(client, job, "completed", "failed", timeout=LEASE_MS / 1000 + 15)
+    assert done["status"] == "completed", done
+    assert done["workerId"] != owner and done["attemptsMade"] == 2
+
+
+async def _more_workers(redis_client: Any, before: set[str]) -> bool:
+    return len(await registered(redis_client) - before) == 1
+
+
+async def _holds(redis_client: Any, key: str, job_id: str) -> bool:
+    return job_id in await redis_client.lrange(key, 0, -1)
+
+
+async def _gone(redis_client: Any, worker_id: str) -> bool:
+    return worker_id not in await registered(redis_client) and await redis_client.llen(K.wait("default")) == 1
+
+
+async def test_job_claimed_after_its_worker_was_written_off_is_recovered_when_it_dies(
+    client: Any, spawn_worker: Any, redis_client: Any
+) -> None:
+    """An ack's claim of the next job may land after a reaper wrote the worker off (it froze, was
+    reaped, woke and acked): the job sits in the processing list of a worker no reaper will look
+    at. If that worker dies before its next heartbeat re-registers it, the job must still run."""
+    doomed = spawn_worker("--lease-ms", str(LEASE_MS), "--concurrency", "1")
+    job = (await create_job(client, name="claimed by a written-off worker", type="block", data={"seconds": 1}))["id"]
+    await wait_for_status(client, job, "active")
+    owner = await worker_of(client, [job])
+    doomed.signal(signal.SIGSTOP)
+    await redis_client.zrem(K.workers, owner)  # written off by a reaper, its list already swept
+    doomed.kill()
+    spawn_worker("--lease-ms", str(LEASE_MS), "--concurrency", "1")
+
+    done = await wait_for_status(client, job, "completed", "failed", timeout=LEASE_MS / 1000 + 15)
+    assert done["status"] == "completed", done
+    assert done["workerId"] != owner
+    assert await redis_client.llen(K.processing("default", owner)) == 0
