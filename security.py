@@ -18,25 +18,70 @@ from validation import ApiError
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def token_middleware(api_token: str | None) -> Any:
-    """With API_TOKEN set, every /api route and the stream need it: `Authorization: Bearer <token>`,
-    or `?access_token=` (RFC 6750) for the stream, since EventSource cannot send headers. The dashboard page, /healthz and
-    /metrics stay public: the page holds no data."""
-    expected = (api_token or "").encode()
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port or brackets, lower case: "[::1]:8080" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name = header.rpartition(":")[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
+
+
+def allowed_hosts(bind_host: str, extra: frozenset[str]) -> frozenset[str]:
+    return LOCAL_HOSTS | {host_name(bind_host)} | {host_name(h) for h in extra}
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not from a page's script: curl, scripts, or a same-origin GET
+    host = request.headers.get("Host", "")
+    return origin.lower() in (f"http://{host}".lower(), f"https://{host}".lower())
+
+
+def _bearer(request: web.Request) -> bytes:
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not given and request.path == "/api/jobs/stream":
+        given = request.query.get("access_token", "")
+    try:
+        return given.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # not a token we could have issued
+        return b""
+
+
+def access_middleware(
+    hosts: frozenset[str], api_token: str | None, local_token: str | None
+) -> Any:
+    """Who may call this server.
+
+    - The Host must be one of our names (421 otherwise), so a DNS-rebound name cannot reach us
+      from a browser. "*" in `hosts` allows every name.
+    - With API_TOKEN set, every /api route and the stream need it: `Authorization: Bearer <token>`,
+      or `?access_token=` (RFC 6750) for the stream, since EventSource cannot send headers.
+    - Without it, requests with no Origin (curl, scripts) and from our own origin (the dashboard
+      we serve) pass; a request from any other origin, `null` included (a page opened from disk,
+      a sandboxed frame), needs the local token (run.py makes one), so no web page can drive us.
+
+    The dashboard page, /healthz and /metrics stay public: the page holds no data."""
+    required = (api_token or "").encode()
+    cross_origin = (local_token or "").encode()
 
     @web.middleware
-    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected and request.path.startswith("/api/") and request.method != "OPTIONS":
-            header = request.headers.get("Authorization", "")
-            given = header[7:] if header.startswith("Bearer ") else ""
-            if not given and request.path == "/api/jobs/stream":
-                given = request.query.get("access_token", "")
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if "*" not in hosts and host_name(request.headers.get("Host", "localhost")) not in hosts:
+            raise ApiError(421, "misdirected_request", "this server does not answer to that host name (see ALLOWED_HOSTS)")
+        if request.path.startswith("/api/") and request.method != "OPTIONS":
+            expected = required or (None if _same_origin(request) else cross_origin)
             # constant time: the comparison must not tell how much of a guess was right
-            if not hmac.compare_digest(given.encode(), expected):
+            if expected is not None and not (expected and hmac.compare_digest(_bearer(request), expected)):
                 raise ApiError(401, "unauthorized", "a valid API token is required (Authorization: Bearer <token>)")
         return await handler(request)
 
-    return require_token
+    return guard
 
 
 def _sha256(text: str) -> str:
@@ -53,7 +98,9 @@ def dashboard_headers(html: str) -> dict[str, str]:
             "default-src 'none'",
             f"script-src {' '.join(scripts) or none}",
             f"style-src {' '.join(styles) or none}",
-            "connect-src *",  # the page may talk to another Jobline given as ?api=
+            # Served by the server, the page talks to its own origin only: a saved token can go
+            # nowhere else. (?api= is for the page opened from disk, which has no such header.)
+            "connect-src 'self'",
             "img-src 'self' data:",
             "base-uri 'none'",
             "form-action 'none'",

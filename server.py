@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import re
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from dataclasses import dataclass, field, replace
@@ -22,15 +24,19 @@ import admin
 import api
 import openapi
 import security
+import serving
 import stream
+from connections import IdleClosingBlockingPool, IdleClosingPool, connect, durability_warnings
 from keys import DEFAULT_PREFIX, Keys
-from store import JobNotFound, JobStateConflict, JobStore, connect, durability_warnings
+from store import JobNotFound, JobStateConflict, JobStore
 from validation import ApiError
 
 log = logging.getLogger(__name__)
 
 REDIS = web.AppKey("redis", redis.Redis)
 MAX_BODY_BYTES = 1024 * 1024
+API_POOL_SIZE = 64  # API calls queue for a connection past this, rather than open ever more
+IDLE_CONNECTION_S = 60.0  # pooled Redis connections unused this long are closed
 DASHBOARD = Path(__file__).resolve().parent / "static" / "index.html"
 CORS_HEADERS = "Content-Type, Authorization, Last-Event-ID"
 
@@ -40,6 +46,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
 }
@@ -56,6 +63,15 @@ class Settings:
     cors_origins: frozenset[str] = field(default_factory=lambda: frozenset({"null"}))
     sse_ping_s: float = 15.0
     api_token: str | None = None
+    # Accepted from other origins (a page opened from disk) when API_TOKEN is unset: run.py makes
+    # one on first start. Requests with no Origin (curl) or from our own origin need no token.
+    local_token: str | None = None
+    # Host names this server answers to, besides localhost, 127.0.0.1, [::1] and `host`: a request
+    # for any other name is refused (DNS rebinding). "*" allows every name.
+    allowed_hosts: frozenset[str] = frozenset()
+    max_streams: int = 1000  # open streams per process; past it, 503 with Retry-After
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this
+    body_timeout_s: float = 30.0  # and its body within this
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,6 +82,9 @@ class Settings:
             port=int(env.get("PORT", cls.port)),
             redis_url=env.get("REDIS_URL", cls.redis_url),
             api_token=env.get("API_TOKEN") or None,
+            local_token=env.get("JOBLINE_LOCAL_TOKEN") or None,
+            allowed_hosts=frozenset(h.strip().lower() for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip()),
+            max_streams=int(env.get("MAX_STREAMS", cls.max_streams)),
             **({"cors_origins": frozenset(o.strip() for o in origins.split(",") if o.strip())} if origins else {}),
         )
 
@@ -97,10 +116,17 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             response.headers["Allow"] = error.headers["Allow"]
         return response
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        log.warning("redis unavailable during %s %s: %s", request.method, request.path, error)
+        serving.THROTTLED.warning("redis", "redis unavailable during %s %s: %s", request.method, request.path, error)
         return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))
     except asyncio.CancelledError:
         raise
+    except OSError as error:
+        if not serving.is_out_of_files(error):
+            raise
+        serving.THROTTLED.warning("fd-limit", "at the open-file limit during %s %s", request.method, request.path)
+        response = error_response(ApiError(503, "unavailable", "the server is at its open-file limit; try again"))
+        response.headers["Retry-After"] = "1"
+        return response
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "unexpected server error"))
@@ -140,22 +166,62 @@ def cors(settings: Settings) -> tuple[Any, Any]:
     return preflight, on_prepare
 
 
+class Health:
+    """`/healthz` pings Redis on one connection of its own, at most once a second, whatever the
+    number of callers: a burst of health checks costs Redis one PING."""
+
+    def __init__(self, client: redis.Redis, max_age_s: float = 1.0) -> None:
+        self.client, self.max_age_s = client, max_age_s
+        self._checked_at = -math.inf
+        self._ok = False
+        self._check: asyncio.Task[bool] | None = None
+
+    async def ok(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._checked_at <= self.max_age_s:
+            return self._ok
+        if self._check is None:
+            self._check = asyncio.create_task(self._ping())
+        return await asyncio.shield(self._check)
+
+    async def _ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self.client.ping(), timeout=2)
+            self._ok = True
+        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
+            self._ok = False
+        self._checked_at = asyncio.get_running_loop().time()
+        self._check = None
+        return self._ok
+
+
+HEALTH = web.AppKey("health", Health)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    try:
-        await asyncio.wait_for(request.app[REDIS].ping(), timeout=2)
-    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
-        return web.json_response({"redis": "unavailable"}, status=503)
-    return web.json_response({"redis": "ok"})
+    if await request.app[HEALTH].ok():
+        return web.json_response({"redis": "ok"})
+    return web.json_response({"redis": "unavailable"}, status=503)
 
 
 def create_app(settings: Settings) -> web.Application:
     preflight, add_cors_headers = cors(settings)
+    hosts = frozenset({"*"}) if "*" in settings.allowed_hosts else security.allowed_hosts(settings.host, settings.allowed_hosts)
     app = web.Application(
-        middlewares=[preflight, errors_as_json, security.token_middleware(settings.api_token)],
+        middlewares=[
+            errors_as_json,
+            security.access_middleware(hosts, settings.api_token, settings.local_token),
+            preflight,
+        ],
         client_max_size=MAX_BODY_BYTES,
-        # Long enough for a 10,000-character id to reach the app and get a JSON 404.
-        handler_args={"max_line_size": 32 * 1024},
+        handler_args={
+            "max_line_size": 32 * 1024,  # long enough for a 10,000-character id to get a JSON 404
+            # aiohttp closes a connection whose next request has not fully arrived this long after
+            # it opened or after the last response: the header time limit (slowloris).
+            "keepalive_timeout": settings.header_timeout_s,
+        },
     )
+    app[api.BODY_TIMEOUT] = settings.body_timeout_s
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(security.add_nosniff)
     page = DASHBOARD.read_text()
@@ -166,41 +232,75 @@ def create_app(settings: Settings) -> web.Application:
 
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Every open stream holds a pub/sub connection of its own: the pool must not cap them low.
         # Short timeouts and one quick retry (a pooled connection may be stale after a Redis
         # restart): with Redis down the API answers 503 within 2 s instead of hanging.
-        client = connect(
-            settings.redis_url,
-            socket_timeout=1.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(
+        options: dict[str, Any] = {
+            "socket_timeout": 1.5,
+            "socket_connect_timeout": 1.0,
+            "retry": Retry(
                 ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1, supported_errors=(redis.exceptions.ConnectionError,)
             ),
-            max_connections=10_000,
-        )
+        }
+        # API calls share a bounded pool and wait for a free connection (a busy pool is not a 503).
+        client = connect(settings.redis_url, IdleClosingBlockingPool, max_connections=API_POOL_SIZE, timeout=10, **options)
+        # Every open stream holds a subscription of its own: a pool of its own, as large as the cap.
+        subscriber = connect(
+            settings.redis_url, IdleClosingPool, max_connections=settings.max_streams + 8,
+            **{**options, "socket_connect_timeout": 5.0},
+        )  # fmt: skip
+        health = connect(settings.redis_url, IdleClosingBlockingPool, max_connections=1, timeout=2, **options)
         app[REDIS] = client
+        app[stream.SUBSCRIBER] = subscriber
+        app[HEALTH] = Health(health)
         app[api.STORE] = JobStore(client, Keys(settings.prefix))
         try:
             for warning in await durability_warnings(client):
                 log.warning(warning)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
             log.warning("Redis is not reachable yet (%s); the API answers 503 until it is", error)
+        sweeper = asyncio.create_task(_close_idle_connections(client, subscriber, health))
         yield
-        await client.aclose()
+        sweeper.cancel()
+        for each in (client, subscriber, health):
+            await each.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/", dashboard)
     app.router.add_get("/healthz", healthz)
-    stream.add_routes(app, settings.sse_ping_s)  # before /api/jobs/{id}, which would match "stream"
+    stream.add_routes(app, settings.sse_ping_s, settings.max_streams)  # before /api/jobs/{id}, which would match "stream"
     api.add_routes(app)
     admin.add_routes(app)
     openapi.add_routes(app)
     return app
 
 
+async def _close_idle_connections(*clients: redis.Redis) -> None:
+    while True:
+        await asyncio.sleep(IDLE_CONNECTION_S / 4)
+        for client in clients:
+            await client.connection_pool.close_idle(IDLE_CONNECTION_S)  # type: ignore[attr-defined]
+
+
 def redact(url: str) -> str:
     """A Redis URL without its password, for logs."""
     return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", url)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down: streams end, requests finish."""
+    loop = asyncio.get_running_loop()
+    serving.quiet_accept_errors(loop)
+    runner = serving.GuardedAppRunner(create_app(settings), access_log_class=security.AccessLogger, shutdown_timeout=10)
+    await runner.setup()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("Jobline server on http://%s:%d/ (Redis %s)", settings.host, settings.port, redact(settings.redis_url))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,14 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = replace(defaults, host=args.host, port=args.port, redis_url=args.redis_url)
-    log.info("Jobline server on http://%s:%d/ (Redis %s)", settings.host, settings.port, redact(settings.redis_url))
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log_class=security.AccessLogger,
-    )
+    fd_limit = serving.raise_fd_limit()
+    cap = serving.stream_cap(settings.max_streams, fd_limit)
+    if cap < settings.max_streams:
+        log.warning("open-file limit %d: at most %d streams (MAX_STREAMS %d)", fd_limit, cap, settings.max_streams)
+        settings = replace(settings, max_streams=cap)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

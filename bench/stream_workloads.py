@@ -24,7 +24,7 @@ class SseListener(asyncio.Protocol):
     sends the stream unchunked and the body can be scanned as is; no per-event coroutine hops."""
 
     def __init__(self, path: str) -> None:
-        self.request = f"GET {path} HTTP/1.0\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
+        self.request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
         self.arrivals: dict[str, float] = {}  # event id -> arrival, epoch ms
         self.duplicates = 0
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -15,6 +15,7 @@ from tests.sse import SSEReader
 
 TOKEN = "s3cret-token-value"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOCAL = "local-token-from-run-py"
 
 
 @pytest.fixture
@@ -113,15 +114,84 @@ async def test_page_has_no_inline_handlers_or_external_resources() -> None:
     assert not re.search(r"""(src|href)=["']https?://""", html)
 
 
-async def test_a_page_opened_from_disk_may_call_the_api(client: Any) -> None:
+async def test_a_page_opened_from_disk_may_call_the_api_with_the_local_token(aiohttp_client: Any, redis_url: str) -> None:
+    client = await aiohttp_client(create_app(Settings(redis_url=redis_url, local_token=LOCAL)))
     preflight = await client.options(
         "/api/jobs",
         headers={"Origin": "null", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
     )
     assert preflight.status == 204
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    response = await client.get("/api/jobs", headers={"Origin": "null"})
+    response = await client.get("/api/jobs", headers={"Origin": "null", "Authorization": f"Bearer {LOCAL}"})
+    assert response.status == 200
     assert response.headers["Access-Control-Allow-Origin"] == "null"
+    stream = await client.get(f"/api/jobs/stream?access_token={LOCAL}", headers={"Origin": "null"})
+    assert stream.status == 200
+    stream.close()
+
+
+@pytest.mark.parametrize("origin", ["null", "https://evil.example", "http://127.0.0.1:9"])
+async def test_without_a_token_no_other_origin_can_read_or_change_anything(
+    aiohttp_client: Any, redis_url: str, origin: str
+) -> None:
+    client = await aiohttp_client(create_app(Settings(redis_url=redis_url, local_token=LOCAL)))
+    job = await (await client.post("/api/jobs", json={"name": "mine"})).json()
+    hostile = {"Origin": origin}
+    assert (await client.get("/api/jobs", headers=hostile)).status == 401
+    assert (await client.get("/api/jobs/stream", headers=hostile)).status == 401
+    assert (await client.post("/api/jobs", json={"name": "evil"}, headers=hostile)).status == 401
+    assert (await client.post("/api/admin/queues/default/pause", json={}, headers=hostile)).status == 401
+    assert (await client.delete(f"/api/jobs/{job['id']}", headers=hostile)).status == 401
+    wrong = {**hostile, "Authorization": "Bearer not-the-local-token"}
+    assert (await client.get("/api/jobs", headers=wrong)).status == 401
+    listing = await (await client.get("/api/jobs")).json()
+    assert [j["name"] for j in listing["jobs"]] == ["mine"]
+    queues = await (await client.get("/api/admin/queues")).json()
+    assert not any(q["paused"] for q in queues["queues"])
+
+
+async def test_a_page_of_another_origin_is_refused_even_with_no_local_token_set(client: Any) -> None:
+    assert (await client.get("/api/jobs", headers={"Origin": "null"})).status == 401
+    assert (await client.get("/api/jobs", headers={"Origin": "null", "Authorization": "Bearer "})).status == 401
+
+
+async def test_curl_and_the_served_dashboard_need_no_token(client: Any) -> None:
+    assert (await client.get("/api/jobs")).status == 200  # no Origin: curl, scripts
+    own = f"http://{client.server.host}:{client.server.port}"
+    response = await client.post("/api/jobs", json={"name": "from the page"}, headers={"Origin": own})
+    assert response.status == 201
+
+
+async def test_with_api_token_set_the_local_token_opens_nothing(aiohttp_client: Any, redis_url: str) -> None:
+    app = create_app(Settings(redis_url=redis_url, api_token=TOKEN, local_token=LOCAL))
+    client = await aiohttp_client(app)
+    assert (await client.get("/api/jobs", headers={"Authorization": f"Bearer {LOCAL}"})).status == 401
+    assert (await client.get("/api/jobs", headers={"Origin": "null", **AUTH})).status == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "127.0.0.1.nip.io", "192.168.1.9"])
+async def test_a_request_for_another_host_name_is_refused(client: Any, host: str) -> None:
+    for path in ("/api/jobs", "/", "/api/jobs/stream"):
+        response = await client.get(path, headers={"Host": host})
+        assert response.status == 421, path
+        assert (await response.json())["error"]["code"] == "misdirected_request"
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:8080", "LOCALHOST."])
+async def test_local_host_names_are_served(client: Any, host: str) -> None:
+    assert (await client.get("/api/jobs", headers={"Host": host})).status == 200
+
+
+async def test_allowed_hosts_adds_names(aiohttp_client: Any, redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, allowed_hosts=frozenset({"jobs.example.com"}))
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/api/jobs", headers={"Host": "jobs.example.com:8080"})).status == 200
+    assert (await client.get("/api/jobs", headers={"Host": "other.example.com"})).status == 421
+
+
+async def test_the_served_page_may_connect_to_its_own_origin_only(client: Any) -> None:
+    policy = (await client.get("/")).headers["Content-Security-Policy"]
+    assert "connect-src 'self'" in policy and "connect-src *" not in policy
 
 
 async def test_other_origins_are_not_allowed_by_default(client: Any) -> None:
@@ -138,6 +208,7 @@ async def test_cors_origins_are_configurable(aiohttp_client: Any, redis_url: str
     client = await aiohttp_client(app)
     response = await client.get("/api/jobs", headers={"Origin": "https://ops.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "https://ops.example"
+    assert response.status == 401  # CORS lets the page read the answer; the token still decides
     refused = await client.get("/api/jobs", headers={"Origin": "null"})
     assert "Access-Control-Allow-Origin" not in refused.headers
 

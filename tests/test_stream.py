@@ -122,6 +122,35 @@ async def test_invalid_or_unknown_last_event_id_gets_reset(client: Any, bad_id: 
     assert event.event == "reset"
 
 
+async def test_reset_carries_the_latest_event_id_and_resuming_from_it_is_not_reset_again(
+    client: Any, store: JobStore
+) -> None:
+    await create_job(client)
+    await create_job(client)
+    stream = await open_stream(client, last_event_id="garbage")
+    reset = await stream.next()
+    assert reset.event == "reset"
+    assert reset.id == (await store.redis.xrevrange(store.keys.events, count=1))[0][0]
+    stream.response.close()
+
+    resumed = await open_stream(client, last_event_id=reset.id)
+    job = await create_job(client)
+    event = await resumed.next()
+    assert event.event == "job" and event.json()["job"]["id"] == job["id"]  # no second reset
+
+
+async def test_reset_on_an_empty_log_carries_id_0_0_and_resuming_from_it_is_not_reset_again(client: Any) -> None:
+    stream = await open_stream(client, last_event_id="garbage")
+    reset = await stream.next()
+    assert (reset.event, reset.id) == ("reset", "0-0")
+    stream.response.close()
+
+    resumed = await open_stream(client, last_event_id=reset.id)
+    job = await create_job(client)
+    event = await resumed.next()
+    assert event.event == "job" and event.json()["job"]["id"] == job["id"]
+
+
 async def test_id_older_than_the_retained_history_gets_reset(client: Any, store: JobStore) -> None:
     stream = await open_stream(client)
     await create_job(client)
