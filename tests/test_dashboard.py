@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ WAIT_MS = 30_000  # the longest any single wait may take
 if async_playwright is not None:
     expect.set_options(timeout=WAIT_MS)
 XSS_NAME = "<img src=x onerror=alert(1)>"
+LOCAL_TOKEN = "local-t0ken"  # what run.py would make for a page opened from disk
 
 
 def browser_unavailable(reason: str) -> None:
@@ -253,13 +256,20 @@ async def test_dashboard_live_progress_actions_and_text_only_rendering(
     assert (await client.post(f"/api/jobs/{running['id']}/cancel", json={})).status == 200  # quick worker stop
 
 
-async def test_dashboard_opened_from_disk_uses_the_api_parameter(client: Any, watched: Watched) -> None:
+async def test_dashboard_opened_from_disk_uses_the_api_parameter(
+    aiohttp_client: Any, redis_url: str, watched: Watched
+) -> None:
+    from server import Settings, create_app
+
     page = watched.page
+    # A page from disk (Origin: null) needs the local token run.py makes; it prints a link like this one.
+    client = await aiohttp_client(create_app(Settings(redis_url=redis_url, local_token=LOCAL_TOKEN)))
     api = str(client.make_url("/")).rstrip("/")
     before = await create_job(client, name="Made before the page opened", type="noop")  # no worker: waits
 
-    await page.goto(f"{DASHBOARD_FILE.as_uri()}?api={quote(api, safe='')}")
+    await page.goto(f"{DASHBOARD_FILE.as_uri()}?api={quote(api, safe='')}#token={LOCAL_TOKEN}")
     await expect_live(page)
+    assert "token=" not in page.url
     await expect(row_of(page, before["id"]).locator(".badge")).to_have_text("waiting")
     await expect(page.locator("#total")).to_have_text("1 job")
     await expect(page.locator("#api-host")).to_have_text(api.removeprefix("http://"))
@@ -646,7 +656,7 @@ async def test_api_token_is_asked_once_and_kept(aiohttp_client: Any, redis_url: 
     after = await create("Made while the page is open")
     await expect(row_of(page, after["id"]).locator(".badge")).to_have_text("waiting")  # live, by the stream
     await expect(count_of(queue_item(page), "waiting")).to_have_text("2")
-    assert await page.evaluate("localStorage.getItem('jobline.token')") == "t0k"
+    assert await page.evaluate("localStorage.getItem('jobline.token@' + location.origin)") == "t0k"
     assert await page.evaluate("window.__prompts") == 1  # one prompt, though several requests got a 401
 
     # The stream carried the token as a query parameter; every other call as a header.
@@ -716,3 +726,290 @@ async def test_page_reconnects_after_a_server_restart_and_shows_the_final_states
         await first.close()
         if second is not None:
             await second.close()
+
+
+# -- security review (issue 17): a token stays with its origin; no job blanks the page ------------
+TOKEN = "s3cret-t0ken"
+# Records every Content-Security-Policy violation: a page that tried to reach a host its CSP forbids.
+CSP_WATCH = (
+    "window.__violations = [];"
+    "document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.blockedURI));"
+)
+
+
+@asynccontextmanager
+async def other_host() -> AsyncIterator[tuple[str, list[str]]]:
+    """Another server (another port: another origin) that records every request it gets and allows
+    any cross-origin call, token included, so a leak to it would succeed. It answers like an empty Jobline."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path_qs} Authorization={request.headers.get('Authorization')}")
+        cors = {
+            "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+            "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+        }
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=cors)
+        if request.path == "/api/jobs/stream":  # open until the test ends
+            stream = web.StreamResponse(headers={**cors, "Content-Type": "text/event-stream"})
+            await stream.prepare(request)
+            await stream.write(b"retry: 60000\n\n")
+            await done.wait()
+            return stream
+        return web.json_response({"jobs": [], "total": 0, "queues": [], "workers": []}, headers=cors)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), seen
+    finally:
+        done.set()
+        await server.close()
+
+
+def save_token(origin: str) -> str:
+    """An init script: TOKEN saved for `origin` as the page keeps it, and as version 1 kept it (one key
+    for any server), before the page's own script runs."""
+    return "".join(f"localStorage.setItem('{key}', '{TOKEN}');" for key in (f"jobline.token@{origin}", "jobline.token"))
+
+
+async def secured_client(aiohttp_client: Any, redis_url: str) -> Any:
+    from server import Settings, create_app
+
+    return await aiohttp_client(create_app(Settings(redis_url=redis_url, api_token=TOKEN)))
+
+
+async def create_secured(client: Any, **fields: Any) -> dict[str, Any]:
+    response = await client.post("/api/jobs", json=fields, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def test_saved_token_is_not_sent_to_another_host(aiohttp_client: Any, redis_url: str, watched: Watched) -> None:
+    """Served by the server, the page talks to its own origin only: ?api= cannot point it, and the
+    token it keeps, at another host."""
+    page = watched.page
+    secured = await secured_client(aiohttp_client, redis_url)
+    own = str(secured.make_url("")).rstrip("/")
+    job = await create_secured(secured, name="Listed by its own server", type="noop")  # no worker: waits
+    # The token is saved for the server's origin, as this page keeps it (and as version 1 kept it).
+    await page.add_init_script(CSP_WATCH + save_token(own))
+
+    async with other_host() as (other, seen):
+        await page.goto(f"{own}/?api={quote(other, safe='')}")
+        await expect_live(page)
+        await page.wait_for_timeout(2000)  # what a leak would take: version 1 leaked within a second
+        assert seen == [], f"the other host was called: {seen}"
+        # Live with its own server, with the token (the server requires it): its jobs are listed.
+        await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+        await expect(page.locator("#toasts .toast")).to_contain_text("?api= is only for the page opened from disk")
+    assert await page.evaluate("window.__violations") == []  # it did not even try (the CSP would stop it)
+    await expect(page.locator("#token-dialog")).to_be_hidden()
+    watched.assert_clean()
+
+
+async def test_token_saved_for_one_api_is_not_sent_to_another_from_disk(
+    client: Any, watched: Watched
+) -> None:
+    """Opened from disk, ?api= may name any server; the token saved for one is never sent to another."""
+    page = watched.page
+    own = str(client.make_url("")).rstrip("/")
+    await page.add_init_script(save_token(own))
+
+    async with other_host() as (other, seen):
+        await page.goto(f"{DASHBOARD_FILE.as_uri()}?api={quote(other, safe='')}")
+        await expect_live(page)  # the other host is this page's API now
+        await expect(page.locator("#empty")).to_contain_text("No jobs yet")
+        assert any(line.startswith("GET /api/jobs?limit=") for line in seen), seen
+        assert [line for line in seen if TOKEN in line] == [], seen
+    assert await page.evaluate(f"localStorage.getItem('jobline.token@{own}')") == TOKEN  # still kept for its own
+    await expect(page.locator("#api-host")).to_have_text(other.removeprefix("http://"))
+    watched.assert_clean()
+
+
+async def test_token_in_the_address_is_kept_and_removed_from_it(
+    aiohttp_client: Any, redis_url: str, watched: Watched
+) -> None:
+    page = watched.page
+    secured = await secured_client(aiohttp_client, redis_url)
+    job = await create_secured(secured, name="Behind a token", type="noop")
+    await page.add_init_script(
+        "window.__prompts = 0; const show = HTMLDialogElement.prototype.showModal;"
+        "HTMLDialogElement.prototype.showModal = function () { window.__prompts += 1; return show.call(this); };"
+    )
+    await page.goto(f"{secured.make_url('/')}#token={TOKEN}")
+    await expect_live(page)
+    await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+    assert "token=" not in page.url, page.url
+    assert await page.evaluate("location.hash") == ""
+    assert await page.evaluate("window.__prompts") == 0
+    await expect(page.locator("#token-dialog")).to_be_hidden()
+    assert await page.evaluate("localStorage.getItem('jobline.token@' + location.origin)") == TOKEN
+
+    await page.reload()  # kept: no token in the address now
+    await expect_live(page)
+    await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+    assert await page.evaluate("window.__prompts") == 0
+    watched.assert_clean()
+
+
+async def test_version_1_token_is_taken_over_for_the_page_own_origin_only(
+    aiohttp_client: Any, redis_url: str, watched: Watched
+) -> None:
+    """Version 1 kept one token (`jobline.token`) for any server. Served, the page talks to its own
+    origin only, so it may keep that token for its own origin; the old key goes."""
+    page = watched.page
+    secured = await secured_client(aiohttp_client, redis_url)
+    job = await create_secured(secured, name="Behind a token", type="noop")
+    await page.add_init_script(f"localStorage.setItem('jobline.token', '{TOKEN}');")
+    await page.goto(str(secured.make_url("/")))
+    await expect_live(page)
+    await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(page.locator("#token-dialog")).to_be_hidden()
+    kept = "['jobline.token@' + location.origin, 'jobline.token'].map((key) => localStorage.getItem(key))"
+    assert await page.evaluate(kept) == [TOKEN, None]
+    watched.assert_clean()
+
+
+def detail_field(page: Page, label: str) -> Locator:
+    return page.locator("#d-fields > div", has=page.locator("dt", has_text=re.compile(f"^{label}$"))).locator("dd")
+
+
+async def test_a_job_with_absurd_times_does_not_blank_the_table(
+    client: Any, redis_client: Any, watched: Watched
+) -> None:
+    from keys import Keys
+
+    page = watched.page
+    normal = await create_job(client, name="An ordinary job", type="noop")
+    odd = await create_job(client, name="Odd times", type="noop", delayMs=3_600_000)  # delayed: shows its run-at
+    # Out of the JS Date range, both ways (Date(2.3e16) is invalid; Intl throws RangeError on it).
+    await redis_client.hset(
+        Keys().job(odd["id"]),
+        mapping={"runAt": "23000000000000000", "startedAt": "-9223372036854775808", "progress": "1000000000"},
+    )
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(row_of(page, normal["id"]).locator(".c-name button")).to_have_text("An ordinary job")
+    row = row_of(page, odd["id"])
+    await expect(row.locator(".c-name button")).to_have_text("Odd times")
+    await expect(row.locator(".badge")).to_have_text("delayed")
+    await expect(row.locator(".c-action")).to_have_text("runs at —")
+    await expect(row.locator(".pct")).to_have_text("100%")
+    await expect(page.locator("#total")).to_have_text("2 jobs")
+
+    await row.locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text("Odd times")
+    await expect(detail_field(page, "Run at")).to_have_text("—")
+    await expect(detail_field(page, "Started")).to_have_text("—")
+    await expect(detail_field(page, "Created")).not_to_have_text("—")
+    await page.click("#d-close")
+
+    await page.set_viewport_size({"width": 390, "height": 844})  # phone
+    await expect(row_of(page, normal["id"])).to_be_visible()
+    await expect(row).to_be_visible()
+    watched.assert_clean()  # no uncaught error (pageerror), nothing logged as an error
+
+
+async def publish_job_event(redis_client: Any, job: dict[str, Any]) -> None:
+    """A `job` event as the server's scripts emit one (into the event log, then published), with a job
+    no script would write: what the page must survive from a buggy or newer server."""
+    from keys import Keys
+
+    keys = Keys()
+    payload = json.dumps({"job": job})
+    event_id = await redis_client.xadd(keys.events, {"e": "job", "d": payload})
+    await redis_client.publish(keys.job_channel(job["id"]), f"{event_id}\njob\n{payload}")
+
+
+async def test_jobs_with_odd_fields_render_in_their_rows(client: Any, redis_client: Any, watched: Watched) -> None:
+    page = watched.page
+    normal = await create_job(client, name="An ordinary job", type="noop")
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(row_of(page, normal["id"])).to_be_visible()
+
+    # Missing fields, a null name, a huge progress, a date that is text: shown as far as they can be.
+    odd_fields = {"id": "odd-fields", "name": None, "status": "active", "rev": 1, "progress": 1e9, "createdAt": "soon"}
+    await publish_job_event(redis_client, odd_fields)
+    # A name that cannot even be made text: the row still shows, by its id.
+    unprintable_name = {"toString": 1, "valueOf": 1}  # String() of it throws
+    unprintable = {"id": "unprintable", "name": unprintable_name, "status": "waiting", "rev": 1}
+    await publish_job_event(redis_client, unprintable)
+    odd = row_of(page, "odd-fields")
+    await expect(odd.locator(".c-name button")).to_have_text("odd-fields")
+    await expect(odd.locator(".badge")).to_have_text("active")
+    await expect(odd.locator(".pct")).to_have_text("100%")
+    await expect(odd.locator(".c-attempts")).to_have_text("—/—")
+    await expect(odd.locator(".c-created")).to_have_text("—")
+    unprintable_row = row_of(page, "unprintable")
+    await expect(unprintable_row.locator(".c-name button")).to_have_text("unprintable")
+    await expect(unprintable_row.locator(".badge")).to_have_text("waiting")
+    await expect(row_of(page, normal["id"]).locator(".c-name button")).to_have_text("An ordinary job")
+    await expect(page.locator("#job-rows > [role=row]")).to_have_count(3)
+    watched.assert_clean()  # no uncaught error: the unprintable row was drawn by its fallback
+
+
+BIG = {"note": "kept", "pages": ["x" * 100] * 50}  # over 4 KiB encoded: events leave it out
+
+
+async def test_an_event_without_data_keeps_the_data_the_page_has(
+    client: Any, redis_client: Any, watched: Watched
+) -> None:
+    from keys import Keys
+
+    page = watched.page
+    job = await create_job(client, name="Big input", type="noop", data=BIG)  # no worker: waits
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    row = row_of(page, job["id"])
+    await expect(row.locator(".badge")).to_have_text("waiting")  # the list has the job with its data
+
+    patched = await client.patch(f"/api/jobs/{job['id']}", json={"priority": "high"})
+    assert patched.status == 200, await patched.text()
+    await expect(row.locator(".chip")).to_be_visible()  # the event arrived
+    _, latest = (await redis_client.xrevrange(Keys().events, count=1))[0]
+    event = json.loads(latest["d"])["job"]
+    assert event["id"] == job["id"] and event["dataOmitted"] is True and "data" not in event
+
+    # Open the job while its fetch is held: what shows is what the page kept.
+    held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def hold_first(route: Any) -> None:
+        if held.done():
+            await route.continue_()
+        else:
+            held.set_result(route)
+
+    await page.route(f"**/api/jobs/{job['id']}", hold_first)
+    await row.locator(".c-name button").click()
+    route = await asyncio.wait_for(held, WAIT_MS / 1000)
+    await expect(detail_field(page, "Priority")).to_have_text("high")  # the view shows the event's job...
+    await expect(page.locator("#d-data")).to_contain_text('"note": "kept"')  # ...with the data from the list
+    await route.continue_()
+    await expect(page.locator("#d-logs")).to_have_text("No log lines yet.")  # the fetch came back
+    await expect(page.locator("#d-data")).to_contain_text('"note": "kept"')
+    watched.assert_clean()
+
+
+async def test_detail_view_fetches_the_data_an_event_left_out(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    job = await create_job(client, name="Big from the start", type="noop", data=BIG)  # known by its event only
+    row = row_of(page, job["id"])
+    await expect(row.locator(".badge")).to_have_text("waiting")
+    async with page.expect_response(lambda r: r.url.endswith(f"/api/jobs/{job['id']}")) as info:
+        await row.locator(".c-name button").click()
+    assert (await info.value).status == 200
+    await expect(page.locator("#d-data")).to_contain_text('"note": "kept"')
+    await expect(page.locator("#d-result")).to_have_text("null")
+    watched.assert_clean()
