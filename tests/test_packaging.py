@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -243,6 +244,22 @@ def test_run_py_starts_and_stops_everything(tmp_path: Path) -> None:
             assert resp.status == 200
         run = load_run_py()
         assert run.redis_answers(f"redis://127.0.0.1:{redis_port}/0")
+        # a local token, kept in the data folder for this user only, printed in a link for the
+        # page opened from disk; the server takes it from another origin, and nothing else
+        token_file = data / "local-token"
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o077 == 0
+        while "#token=" not in line:
+            line = lines.get(timeout=10)
+        assert line.strip().endswith(f"?api=http://127.0.0.1:{http_port}#token={token}")
+        assert "index.html" in line and line.strip().startswith("file://")
+        jobs = f"http://127.0.0.1:{http_port}/api/jobs"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(jobs, headers={"Origin": "null"}), timeout=5)
+        assert refused.value.code == 401
+        allowed = urllib.request.Request(jobs, headers={"Origin": "null", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(allowed, timeout=5) as resp:
+            assert resp.status == 200
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         assert proc.wait(60) == 0, "".join(output)
