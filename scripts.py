@@ -25,6 +25,7 @@ from models import API_FIELDS, STATUSES
 QUEUE_BLOCK_SIZE = 20
 EVENTS_CAP = 10_000
 EVENTS_MAX_BYTES = 64 * 1024 * 1024  # the event log keeps at most this much (and EVENTS_CAP events)
+EVENTS_TRIM_STEP = EVENTS_MAX_BYTES // 256  # how often (in bytes appended) the byte cap is checked
 EVENT_FIELD_MAX = 4096  # an event's job leaves out data and result when either is longer
 RECENT_FAILURES = 10
 # Upper bounds (seconds) of the job duration histogram; +Inf is implied.
@@ -85,9 +86,12 @@ local function entry_start(entry)
   return entry_end(entry) - event_size(entry[2][2], entry[2][4])
 end
 
--- Trim the oldest events until the log holds at most {EVENTS_MAX_BYTES} bytes.
-local function trim_event_bytes(total)
-  local floor = total - {EVENTS_MAX_BYTES}
+-- Trim the oldest events so that the log holds at most {EVENTS_MAX_BYTES} bytes. Checked only when
+-- the running total crosses a {EVENTS_TRIM_STEP}-byte step (so not on every event), trimming to one
+-- step under the cap, so the cap holds between checks.
+local function trim_event_bytes(total, size)
+  if math.floor(total / {EVENTS_TRIM_STEP}) == math.floor((total - size) / {EVENTS_TRIM_STEP}) then return end
+  local floor = total - ({EVENTS_MAX_BYTES} - {EVENTS_TRIM_STEP})
   local oldest = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1)[1]
   if not oldest or entry_start(oldest) >= floor then return end
   local start = '-'
@@ -105,17 +109,15 @@ local function trim_event_bytes(total)
 end
 
 local function emit(channel, event, payload)
-  local total = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) + event_size(event, payload)
-  total = string.format('%d', total)
-  local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload, 'n', total)
-  trim_event_bytes(tonumber(total))
+  local size = event_size(event, payload)
+  local total = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) + size
+  local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {EVENTS_CAP}, '*', 'e', event, 'd', payload,
+    'n', string.format('%d', total))
+  trim_event_bytes(total, size)
   redis.call('PUBLISH', channel, eid .. '\\n' .. event .. '\\n' .. payload)
   return eid
 end
 
--- Write `changes` to the job loaded as `h` (false removes a field; h is kept in step), bump its
--- rev, publish the job as it now is, and return it (flat) for the caller. One HSET, at most one
--- HDEL, and no re-reading of the hash, whatever changed.
 local function save(key, h, changes, channel)
   changes.rev = (tonumber(h.rev) or 0) + 1
   local set, del = {{}}, {{}}
