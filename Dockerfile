@@ -16,6 +16,7 @@ RUN useradd --create-home --uid 10001 jobline
 
 # The app stays owned by root, so the process can't rewrite its own code.
 COPY *.py ./
+COPY jobline/ ./jobline/
 COPY static/ ./static/
 
 USER jobline

@@ -21,14 +21,13 @@ import aiohttp
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import scripts  # noqa: E402
-from keys import Keys  # noqa: E402
-from models import DEFAULT_QUEUE, Job, Priority, new_job_id  # noqa: E402
-from connections import connect  # noqa: E402
-from store import JobStore, NewJob  # noqa: E402
+from jobline import scripts
+from jobline.keys import Keys
+from jobline.models import DEFAULT_QUEUE, Job, Priority, new_job_id
+from jobline.connections import connect
+from jobline.models import NewJob
+from jobline.store import JobStore
 
 POLL_S = 0.02  # completion polling, as in the peers' harness
 QUEUE = DEFAULT_QUEUE

@@ -22,12 +22,11 @@ import pytest
 import redis.asyncio as redis
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from server import Settings, create_app  # noqa: E402
-from connections import connect  # noqa: E402
-from store import JobStore  # noqa: E402
-from worker import Worker, WorkerSettings, load_handlers  # noqa: E402
+from jobline.server import Settings, create_app
+from jobline.connections import connect
+from jobline.store import JobStore
+from jobline.worker import Worker, WorkerSettings, load_handlers
 
 TEST_HANDLERS = "tests.handlers"
 

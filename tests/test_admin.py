@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-import validation as v
-from keys import Keys
-from server import create_app
-from store import JobStore
-from worker import Worker, WorkerSettings, load_handlers
+from jobline import validation as v
+from jobline.keys import Keys
+from jobline.server import create_app
+from jobline.store import JobStore
+from jobline.worker import Worker, WorkerSettings, load_handlers
 from tests.conftest import TEST_HANDLERS, create_job, wait_all, wait_until
 from tests.conftest import wait_for_status as wait_status
 from tests.sse import Event, SSEReader

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from keys import Keys
-from models import API_FIELDS
+from jobline.keys import Keys
+from jobline.models import API_FIELDS
 from tests.conftest import create_job, wait_until, worker_registered
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

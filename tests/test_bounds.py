@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-import scripts
-from keys import Keys
-from models import now_ms
-from store import JobStore, NewJob
-from models import Priority
+from jobline import scripts
+from jobline.keys import Keys
+from jobline.models import now_ms
+from jobline.models import NewJob
+from jobline.store import JobStore
+from jobline.models import Priority
 from tests.conftest import create_job, wait_for_status
 from tests.sse import SSEReader
 

@@ -259,7 +259,7 @@ async def test_dashboard_live_progress_actions_and_text_only_rendering(
 async def test_dashboard_opened_from_disk_uses_the_api_parameter(
     aiohttp_client: Any, redis_url: str, watched: Watched
 ) -> None:
-    from server import Settings, create_app
+    from jobline.server import Settings, create_app
 
     page = watched.page
     # A page from disk (Origin: null) needs the local token run.py makes; it prints a link like this one.
@@ -625,7 +625,7 @@ async def test_html_in_every_field_shows_as_text(client: Any, start_worker: Any,
 
 
 async def test_api_token_is_asked_once_and_kept(aiohttp_client: Any, redis_url: str, watched: Watched) -> None:
-    from server import Settings, create_app
+    from jobline.server import Settings, create_app
 
     page = watched.page
     secured = await aiohttp_client(create_app(Settings(redis_url=redis_url, api_token="t0k")))
@@ -688,7 +688,7 @@ async def test_page_reconnects_after_a_server_restart_and_shows_the_final_states
     replays what it missed, and shows the job completed, without a reload."""
     from aiohttp.test_utils import TestServer
 
-    from server import Settings, create_app
+    from jobline.server import Settings, create_app
     from tests.conftest import free_port
 
     port = free_port()
@@ -782,7 +782,7 @@ def save_token(origin: str) -> str:
 
 
 async def secured_client(aiohttp_client: Any, redis_url: str) -> Any:
-    from server import Settings, create_app
+    from jobline.server import Settings, create_app
 
     return await aiohttp_client(create_app(Settings(redis_url=redis_url, api_token=TOKEN)))
 
@@ -886,7 +886,7 @@ def detail_field(page: Page, label: str) -> Locator:
 async def test_a_job_with_absurd_times_does_not_blank_the_table(
     client: Any, redis_client: Any, watched: Watched
 ) -> None:
-    from keys import Keys
+    from jobline.keys import Keys
 
     page = watched.page
     normal = await create_job(client, name="An ordinary job", type="noop")
@@ -922,7 +922,7 @@ async def test_a_job_with_absurd_times_does_not_blank_the_table(
 async def publish_job_event(redis_client: Any, job: dict[str, Any]) -> None:
     """A `job` event as the server's scripts emit one (into the event log, then published), with a job
     no script would write: what the page must survive from a buggy or newer server."""
-    from keys import Keys
+    from jobline.keys import Keys
 
     keys = Keys()
     payload = json.dumps({"job": job})
@@ -964,7 +964,7 @@ BIG = {"note": "kept", "pages": ["x" * 100] * 50}  # over 4 KiB encoded: events 
 async def test_an_event_without_data_keeps_the_data_the_page_has(
     client: Any, redis_client: Any, watched: Watched
 ) -> None:
-    from keys import Keys
+    from jobline.keys import Keys
 
     page = watched.page
     job = await create_job(client, name="Big input", type="noop", data=BIG)  # no worker: waits

@@ -27,11 +27,12 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from keys import Keys
-from models import Priority
-from server import Settings, create_app
-from connections import connect
-from store import JobStore, NewJob
+from jobline.keys import Keys
+from jobline.models import Priority
+from jobline.server import Settings, create_app
+from jobline.connections import connect
+from jobline.models import NewJob
+from jobline.store import JobStore
 from tests.conftest import ROOT, TEST_HANDLERS, RedisProcess, create_job, wait_until
 from tests.sse import Event, SSEReader
 

@@ -44,9 +44,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-import openapi
+from jobline import openapi
 from tests.conftest import ROOT, RedisProcess, free_port
-from validation import ID_RE
+from jobline.validation import ID_RE
 
 MAX_EXAMPLES = 30
 REQUEST_TIMEOUT_S = 10

@@ -23,10 +23,10 @@ import pytest
 import redis.asyncio as redis
 from aiohttp import web
 
-import security
-import server
-import serving
-from server import Settings, create_app
+from jobline import security
+from jobline import server
+from jobline import serving
+from jobline.server import Settings, create_app
 from tests.conftest import ROOT, free_port, wait_until
 
 SECRET = "s3cr3t-t0ken-4f1c9a"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import server
+from jobline import server
 from tests.conftest import create_job
 from tests.conftest import wait_for_status as wait_status
 

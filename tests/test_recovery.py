@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from keys import Keys
+from jobline.keys import Keys
 from tests.conftest import create_job, wait_until
 from tests.test_worker import get_job, list_jobs, statuses, wait_all, wait_for_status
 
@@ -334,6 +334,7 @@ async def test_late_blmove_reply_of_a_frozen_worker_cannot_claim_a_job_the_reape
     frozen = spawn_worker("--lease-ms", "3000", "--concurrency", "1")
     await wait_until(lambda: _more_workers(redis_client, before), timeout=20)
     [frozen_id] = await registered(redis_client) - before
+    await wait_until(lambda: _blocked_clients(redis_client, 1), timeout=10)  # its BLMOVE is waiting
     frozen.signal(signal.SIGSTOP)  # blocked in BLMOVE: Redis still hands it the next job
 
     job = (await create_job(client, name="moved to a frozen worker", type="block", data={"seconds": 1}))["id"]
@@ -374,6 +375,10 @@ async def test_active_job_of_a_dead_worker_outside_every_processing_list_is_put_
 
 async def _more_workers(redis_client: Any, before: set[str]) -> bool:
     return len(await registered(redis_client) - before) == 1
+
+
+async def _blocked_clients(redis_client: Any, count: int) -> bool:
+    return (await redis_client.info("clients"))["blocked_clients"] == count
 
 
 async def _holds(redis_client: Any, key: str, job_id: str) -> bool:

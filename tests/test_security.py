@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server import DASHBOARD, Settings, create_app
+from jobline.server import DASHBOARD, Settings, create_app
 from tests.sse import SSEReader
 
 TOKEN = "s3cret-token-value"
@@ -224,7 +224,7 @@ async def test_a_cross_site_form_post_is_refused(client: Any) -> None:
 async def test_access_log_never_shows_the_token_or_job_data(
     aiohttp_client: Any, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from security import AccessLogger
+    from jobline.security import AccessLogger
 
     app = create_app(Settings(redis_url=redis_url, api_token=TOKEN))
     client = await aiohttp_client(app, server_kwargs={"access_log_class": AccessLogger})

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server import Settings, create_app
-from store import JobStore
+from jobline.server import Settings, create_app
+from jobline.store import JobStore
 from tests.conftest import create_job, wait_until
 from tests.sse import SSEReader
 
@@ -158,7 +158,7 @@ async def test_id_older_than_the_retained_history_gets_reset(client: Any, store:
     stream.response.close()
     # 10,300 more events push the first one out of the capped history
     job = await create_job(client)
-    from models import Priority
+    from jobline.models import Priority
 
     for i in range(5150):
         await store.set_priority(job["id"], Priority.HIGH if i % 2 == 0 else Priority.NORMAL)

@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-import stream
-from connections import connect
-from keys import Keys
-from models import Priority
-from server import Settings, create_app
-from store import JobStore
+from jobline import stream
+from jobline.connections import connect
+from jobline.keys import Keys
+from jobline.models import Priority
+from jobline.server import Settings, create_app
+from jobline.store import JobStore
 from tests.conftest import create_job, wait_until
 from tests.sse import Event, SSEReader
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from keys import Keys
+from jobline.keys import Keys
 from tests.conftest import create_job
 
 JSON = {"Content-Type": "application/json"}

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-import tasks
+from jobline import tasks
 import tests.handlers
 import tests.plain_handlers
-from keys import Keys
-from worker import Worker, WorkerSettings, load_handlers, parse_settings
+from jobline.keys import Keys
+from jobline.worker import Worker, WorkerSettings, load_handlers, parse_settings
 from tests.conftest import create_job, wait_all, wait_for_status, wait_until
 from tests.sse import SSEReader
 

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import http.client
 import json
+import importlib.util
 import os
 import signal
 import socket
@@ -46,21 +47,10 @@ WORKLOADS = ("drain_noop", "drain_sleep", "pickup_latency")  # bench.py's defaul
 
 
 def _jobline_modules():
-    """Jobline's `models`, `keys` and `scripts` (stdlib only), imported from PROJECT and nowhere
-    else; PROJECT is on sys.path only for the import (its `bench` package must not shadow ours)."""
-    for name in ("models", "keys", "scripts"):
-        mod = sys.modules.get(name)
-        if mod is not None and not os.path.abspath(getattr(mod, "__file__", "") or "").startswith(PROJECT + os.sep):
-            raise RuntimeError(f"a different module {name!r} is already imported: {mod!r}")
-    sys.path.insert(0, PROJECT)
-    try:
-        import keys
-        import models
-        import scripts
-    finally:
-        sys.path.remove(PROJECT)
-    for mod in (models, keys, scripts):
-        assert os.path.dirname(os.path.abspath(mod.__file__)) == PROJECT, mod.__file__
+    """Jobline's `models`, `keys` and `scripts` (no third-party imports), from the `jobline` package
+    installed in this environment: `pip install --no-deps -e PROJECT` (see README.md)."""
+    from jobline import keys, models, scripts
+
     return models, keys, scripts
 
 
@@ -280,7 +270,9 @@ if __name__ == "__main__":
     # As the peers' adapters: `python peer_jobline.py` from the harness folder (or with
     # BENCH_PEERS pointing at it), using the harness's bench.py.
     harness = os.environ.get("BENCH_PEERS", os.getcwd())
-    sys.path.insert(0, harness)
-    import bench  # noqa: E402  (the harness's bench.py)
-
+    spec = importlib.util.spec_from_file_location("bench", os.path.join(harness, "bench.py"))
+    assert spec and spec.loader, harness
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = bench
+    spec.loader.exec_module(bench)
     bench.main(Adapter)

@@ -21,9 +21,9 @@ import redis.asyncio as redis
 import redis.exceptions
 from aiohttp import web
 
-from api import STORE
-from keys import Keys
-from validation import ApiError
+from .api import STORE
+from .keys import Keys
+from .validation import ApiError
 
 log = logging.getLogger(__name__)
 

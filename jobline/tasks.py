@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from worker import JobContext
+    from .worker import JobContext
 
 Handler = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
 

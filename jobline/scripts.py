@@ -20,7 +20,7 @@ one clock for every host. User text only ever arrives in ARGV.
 
 from __future__ import annotations
 
-from models import API_FIELDS, STATUSES
+from .models import API_FIELDS, STATUSES
 
 QUEUE_BLOCK_SIZE = 20
 EVENTS_CAP = 10_000

@@ -11,9 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import scripts
-from models import STATUSES
-from store import JobStore
+from . import scripts
+from .models import STATUSES
+from .store import JobStore
 
 BATCH = 500
 HISTORY_MINUTES = 15

@@ -7,8 +7,7 @@ import re
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, Priority, Status
-from store import NewJob
+from .models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, NewJob, Priority, Status
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Queue and type names: they become part of keys and paths. "." and ".." are refused: browsers

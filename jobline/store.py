@@ -14,9 +14,9 @@ from typing import Any
 
 import redis.asyncio as redis
 
-import scripts
-from keys import Keys
-from models import ACTION_MAX, DEFAULT_MAX_BACKOFF_MS, LOG_CAP, REASON_MAX, LOG_LINE_MAX, Job, Priority, Status, new_job_id
+from . import scripts
+from .keys import Keys
+from .models import ACTION_MAX, LOG_CAP, LOG_LINE_MAX, REASON_MAX, Job, NewJob, Priority, Status, new_job_id
 
 
 class JobNotFound(LookupError):
@@ -29,22 +29,6 @@ class JobStateConflict(Exception):
     def __init__(self, action: str, status: str) -> None:
         super().__init__(f"cannot {action} a job that is {status}")
         self.status = status
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A validated create request."""
-
-    name: str
-    type: str
-    queue: str
-    data: dict[str, Any]
-    priority: Priority
-    delay_ms: int
-    max_attempts: int
-    backoff_ms: int
-    timeout_ms: int | None
-    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

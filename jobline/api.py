@@ -6,9 +6,9 @@ import asyncio
 
 from aiohttp import web
 
-import validation as v
-from models import Job
-from store import JobStore
+from . import validation as v
+from .models import Job
+from .store import JobStore
 
 STORE = web.AppKey("store", JobStore)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)

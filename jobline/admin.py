@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-import scripts
-import validation as v
-from api import STORE, read_json
-from queues import QueueAdmin
+from . import scripts
+from . import validation as v
+from .api import STORE, read_json
+from .queues import QueueAdmin
 
 ADMIN = web.AppKey("admin", QueueAdmin)
 

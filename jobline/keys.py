@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models import STATUSES
+from .models import STATUSES
 
 DEFAULT_PREFIX = "jobline"
 

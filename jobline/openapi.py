@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-import validation as v
-from models import STATUSES
+from . import validation as v
+from .models import STATUSES
 
 JSON = "application/json"
 

@@ -1,0 +1,163 @@
+"""The job model: what a job is, how it is stored in its Redis hash, and how the API shows it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+FINISHED: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+DEFAULT_TYPE = "demo"
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF_MS = 1000
+DEFAULT_MAX_BACKOFF_MS = 3_600_000  # a retry never waits longer than this (scripts.FAIL)
+LOG_CAP = 1000  # lines kept per job, newest last
+LOG_LINE_MAX = 2000  # characters per log line
+ACTION_MAX = 500  # characters of the current step's text
+REASON_MAX = 2000  # characters of a failure's reason
+
+# Hash fields holding integers; everything else is text, `data` and `result` are JSON text.
+_INT_FIELDS = (
+    "progress", "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs",
+    "createdAt", "startedAt", "finishedAt", "runAt", "rev", "seq", "recoveries", "token",
+)  # fmt: skip
+_JSON_FIELDS = ("data", "result")
+
+# The API's job fields, in order. scripts.py builds the same JSON in Lua for events; a test
+# holds the two to the same output.
+API_FIELDS: tuple[str, ...] = (
+    "id", "name", "type", "queue", "data", "status", "priority", "progress", "action",
+    "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs", "createdAt", "startedAt",
+    "finishedAt", "runAt", "failedReason", "result", "workerId", "rev",
+)  # fmt: skip
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_job_id() -> str:
+    """12 URL-safe characters: 72 random bits, matching ^[A-Za-z0-9_-]{1,64}$."""
+    return secrets.token_urlsafe(9)
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    type: str = DEFAULT_TYPE
+    queue: str = DEFAULT_QUEUE
+    data: dict[str, Any] = field(default_factory=dict)
+    status: Status = Status.WAITING
+    priority: Priority = Priority.NORMAL
+    progress: int = 0
+    action: str | None = None
+    attempts_made: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_ms: int = DEFAULT_BACKOFF_MS
+    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
+    timeout_ms: int | None = None
+    created_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    run_at: int | None = None
+    failed_reason: str | None = None
+    result: Any = None
+    worker_id: str | None = None
+    rev: int = 0
+    recoveries: int = 0
+    token: int = 0  # lease fence: grows with every claim, acks must present it
+
+    # camelCase hash/API field -> attribute
+    _FIELD_ATTRS = {
+        "id": "id", "name": "name", "type": "type", "queue": "queue", "data": "data",
+        "status": "status", "priority": "priority", "progress": "progress", "action": "action",
+        "attemptsMade": "attempts_made", "maxAttempts": "max_attempts", "backoffMs": "backoff_ms",
+        "maxBackoffMs": "max_backoff_ms",
+        "timeoutMs": "timeout_ms", "createdAt": "created_at", "startedAt": "started_at",
+        "finishedAt": "finished_at", "runAt": "run_at", "failedReason": "failed_reason",
+        "result": "result", "workerId": "worker_id", "rev": "rev", "recoveries": "recoveries",
+        "token": "token",
+    }  # fmt: skip
+
+    def to_redis(self) -> dict[str, str]:
+        """The hash fields; a None value is stored as an absent field."""
+        out: dict[str, str] = {}
+        for name, attr in self._FIELD_ATTRS.items():
+            value = getattr(self, attr)
+            if value is None:
+                continue
+            if name in _JSON_FIELDS:
+                out[name] = json.dumps(value, separators=(",", ":"))
+            elif isinstance(value, Enum):
+                out[name] = value.value
+            else:
+                out[name] = str(value)
+        return out
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str]) -> Job:
+        kwargs: dict[str, Any] = {}
+        for name, attr in cls._FIELD_ATTRS.items():
+            raw = fields.get(name)
+            if raw is None:
+                continue
+            if name in _JSON_FIELDS:
+                kwargs[attr] = json.loads(raw)
+            elif name in _INT_FIELDS:
+                kwargs[attr] = int(raw)
+            else:
+                kwargs[attr] = raw
+        kwargs["status"] = Status(kwargs.get("status", Status.WAITING))
+        kwargs["priority"] = Priority(kwargs.get("priority", Priority.NORMAL))
+        return cls(**kwargs)
+
+    def to_api(self, logs: list[str] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in API_FIELDS:
+            value = getattr(self, self._FIELD_ATTRS[name])
+            out[name] = value.value if isinstance(value, Enum) else value
+        if logs is not None:
+            out["logs"] = logs
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated create request."""
+
+    name: str
+    type: str
+    queue: str
+    data: dict[str, Any]
+    priority: Priority
+    delay_ms: int
+    max_attempts: int
+    backoff_ms: int
+    timeout_ms: int | None
+    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS

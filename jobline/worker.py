@@ -1,0 +1,528 @@
+"""Jobline worker: `python worker.py [--queue NAME ...] [--concurrency 5] [--redis-url URL] [--tasks MODULE ...]`.
+
+Runs at most `concurrency` jobs at once. A slot is taken *before* a job is claimed, and a claim moves
+the id into this worker's processing list, so a claimed job is never only in memory: if the worker
+dies, its heartbeat stops and another worker's reaper puts its jobs back in line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as redis
+import redis.exceptions
+
+from . import tasks
+from .keys import DEFAULT_PREFIX, Keys
+from .models import Job, now_ms
+from .connections import connect, durability_warnings
+from .store import JobStore
+from .validation import NAME_RE, NAME_RULE
+from .tasks import Handler
+
+log = logging.getLogger("jobline.worker")
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+MAX_RECOVERIES = 2  # a job recovered from dead workers more than this fails as stalled
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    redis_url: str = "redis://localhost:6379/0"
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 5
+    task_modules: tuple[str, ...] = ()
+    lease_ms: int = 10_000  # no heartbeat for this long: the worker is dead, its jobs are recovered
+    grace_s: float = 25.0  # on SIGTERM, how long active jobs may run on before being put back
+    block_s: float = 1.0  # BLMOVE timeout: how soon an idle worker notices it should stop
+    prefix: str = DEFAULT_PREFIX
+
+
+def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
+    """Built-in tasks, then each module's `TASKS` dict or else its public async functions."""
+    handlers = dict(tasks.TASKS)
+    for name in modules:
+        module = importlib.import_module(name)
+        found = getattr(module, "TASKS", None)
+        if found is None:
+            found = {
+                fn_name: fn
+                for fn_name, fn in vars(module).items()
+                if not fn_name.startswith("_")
+                and inspect.iscoroutinefunction(fn)
+                and fn.__module__ == module.__name__
+            }
+        handlers.update(found)
+    return handlers
+
+
+class JobTimedOut(Exception):
+    pass
+
+
+class JobContext:
+    """What a handler gets: the job, progress reporting and logging."""
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self._worker = worker
+
+    async def progress(self, percent: int, action: str | None = None, log: str | None = None) -> None:
+        """Report progress (0-100), the current step's text, and optionally a log line."""
+        percent = max(0, min(100, int(percent)))
+        await self._update(progress=percent, action=action, log=log)
+
+    async def log(self, text: str) -> None:
+        await self._update(log=str(text))
+
+    async def _update(self, **changes: Any) -> None:
+        # A Redis blip must not cost the job an attempt: ride it out (the update is fenced).
+        if not await self._worker._retrying(self._worker.store.update, self.job, **changes):
+            # Cancelled, or recovered by another worker while we were stalled: stop quietly.
+            self._worker.stop_job(self.job.id, "lost")
+
+
+@dataclass
+class Running:
+    job: Job
+    handler_task: asyncio.Task[Any] | None = None
+    stop_reason: str | None = None  # "cancelled", "lost" or "shutdown" when we stopped it
+
+
+@dataclass
+class Worker:
+    settings: WorkerSettings
+    handlers: dict[str, Handler] = field(default_factory=lambda: dict(tasks.TASKS))
+    client: redis.Redis | None = None
+
+    def __post_init__(self) -> None:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+        self.id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.host = socket.gethostname()
+        self._own_client = self.client is None
+        # The socket timeout must outlast the blocking BLMOVE.
+        self.redis = self.client or connect(
+            self.settings.redis_url,
+            socket_timeout=self.settings.block_s + 10,
+            max_connections=2 * self.settings.concurrency + 20,  # every slot may talk at once, plus duties
+        )
+        self.keys = Keys(self.settings.prefix)
+        self.store = JobStore(self.redis, self.keys)
+        self.running: dict[str, Running] = {}
+        self._executors: set[asyncio.Task[None]] = set()
+        self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._stopping = asyncio.Event()  # claim nothing new
+        self._closed = asyncio.Event()  # background duties end
+        self._started_at = now_ms()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Claim nothing new; active jobs get the grace period."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: %d active job(s) get %.0f s", self.id, len(self.running), self.settings.grace_s)
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        if not await self._register():
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
+            for warning in await durability_warnings(self.redis):
+                log.warning(warning)
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
+        # Background duties run until the very end (the heartbeat must go on while jobs drain) and
+        # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
+        background = [
+            asyncio.create_task(self._every(s.lease_ms / 5000, self._heartbeat)),
+            asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
+            asyncio.create_task(self._listen_for_control()),
+            *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
+        ]
+        claimer = asyncio.create_task(self._claim_loop())
+        clean = False
+        try:
+            await self._stopping.wait()
+            await self._finish(claimer, timeout=self.settings.block_s + 2)
+            clean = await self._drain()
+        finally:
+            self._closed.set()
+            await self._finish(*background, timeout=5)
+            if clean:  # else our heartbeat lapses and a reaper recovers what we could not put back
+                await self._deregister()
+            if self._own_client:
+                await self.redis.aclose()
+        log.info("worker %s stopped", self.id)
+
+    async def _register(self) -> bool:
+        """The first heartbeat, retried while Redis is unreachable; False if told to stop meanwhile."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._heartbeat()
+                await self.redis.sadd(self.keys.queues, *self.settings.queues)  # listed even before a job
+                return True
+            except REDIS_ERRORS as error:
+                log.warning("cannot reach Redis (%s); retrying in %.1f s", error, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5)
+        if self._own_client:
+            await self.redis.aclose()
+        return False
+
+    @staticmethod
+    async def _finish(*tasks: asyncio.Task[None], timeout: float) -> None:
+        """Wait for tasks that stop on a flag; cancel any still running after `timeout`."""
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
+
+    async def _drain(self) -> bool:
+        """Let active jobs finish within the grace period, then put the rest back in line.
+        Returns True when everything this worker held is back in Redis's hands."""
+        if self._executors:
+            await asyncio.wait(set(self._executors), timeout=self.settings.grace_s)
+        for job_id in list(self.running):
+            self.stop_job(job_id, "shutdown")
+        if self._executors:
+            await asyncio.wait(set(self._executors), timeout=5)
+        clean = not self._executors
+        for queue in self.settings.queues:
+            try:
+                requeued = await self.store.requeue(queue, self.id, "shutdown")
+            except REDIS_ERRORS as error:
+                log.warning("could not put jobs of %s back (%s); a reaper will", queue, error)
+                clean = False
+                continue
+            if requeued:
+                log.info("put %d unfinished job(s) of queue %s back to waiting", requeued, queue)
+        return clean
+
+    async def _deregister(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.workers, self.id)
+                pipe.delete(self.keys.worker(self.id))
+                await pipe.execute()
+
+    # -- claiming and running ----------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        """Take every free slot (waiting for one), then claim that many jobs, queues in the order
+        given, one round trip per queue looked at. Only when all are empty, block on one queue with
+        one slot: BLMOVE watches a single list, so several queues take turns with a short block
+        each. Busy slots mostly refill themselves: an ack claims the slot's next job (_ack)."""
+        queues = self.settings.queues
+        block_s = self.settings.block_s if len(queues) == 1 else min(self.settings.block_s, 0.2)
+        turn = failures = 0
+        while not self._stopping.is_set():
+            taken = await self._take_slots()
+            if self._stopping.is_set():  # began to stop while waiting for a slot
+                self._release(taken)
+                return
+            started = 0
+            try:
+                for queue in queues:
+                    if started < taken:
+                        started += self._start_all(await self.store.claim(queue, self.id, taken - started))
+                if not started:
+                    self._release(taken - 1)
+                    taken = 1
+                    queue = queues[turn % len(queues)]
+                    turn += 1
+                    job_id = await self.store.wait_for_job(queue, self.id, block_s)
+                    if job_id is not None and self._stopping.is_set():  # claim nothing new: undo the move
+                        await self.store.requeue(queue, self.id, "unclaimed")
+                    elif job_id is not None:
+                        started += self._start_all(await self.store.claim(queue, self.id, 1, [job_id]))
+                failures = 0
+            except REDIS_ERRORS as error:
+                failures += 1
+                log.warning("claiming failed (%s); retrying", error)
+            finally:
+                self._release(taken - started)
+            if failures:
+                await self._sleep(min(0.1 * 2**failures, 5))
+                with contextlib.suppress(*REDIS_ERRORS):  # ids moved before the error go back
+                    for queue in queues:
+                        await self.store.requeue(queue, self.id, "unclaimed")
+
+    async def _take_slots(self) -> int:
+        """Wait for a free slot, then take every other free one without waiting."""
+        await self._slots.acquire()
+        taken = 1
+        while taken < self.settings.concurrency and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def _start_all(self, jobs: list[Job]) -> int:
+        """Run each claimed job in a task of its own, which holds one slot until it ends."""
+        for job in jobs:
+            task = asyncio.create_task(self._execute(job))
+            self._executors.add(task)
+            task.add_done_callback(self._executors.discard)
+        return len(jobs)
+
+    def stop_job(self, job_id: str, reason: str) -> None:
+        running = self.running.get(job_id)
+        if running is None or running.stop_reason:
+            return
+        running.stop_reason = reason
+        if running.handler_task:
+            running.handler_task.cancel()
+
+    async def _execute(self, job: Job | None) -> None:
+        """Run jobs in one slot: this one, then each next job its ack claimed."""
+        try:
+            while job is not None:
+                job = await self._run(job)
+        finally:
+            self._slots.release()
+
+    async def _run(self, job: Job) -> Job | None:
+        """Run one job and ack it. Returns the job the ack claimed for this slot, if any."""
+        running = self.running[job.id] = Running(job)
+        try:
+            handler = self.handlers.get(job.type)
+            if handler is None:
+                return await self._ack(self.store.fail, job, f"no handler for job type {job.type!r}", False)
+            running.handler_task = asyncio.create_task(self._call(handler, job))
+            try:
+                result = await running.handler_task
+                json.dumps(result, allow_nan=False)  # a result the API cannot show fails the attempt
+            except asyncio.CancelledError:
+                if running.stop_reason is None:
+                    raise  # we ourselves are being cancelled
+                log.info("job %s stopped: %s", job.id, running.stop_reason)
+                return None
+            except JobTimedOut:
+                return await self._ack(self.store.fail, job, f"timed out after {job.timeout_ms} ms")
+            except Exception as error:
+                return await self._ack(self.store.fail, job, f"{type(error).__name__}: {error}")
+            return await self._ack(self.store.complete, job, result)
+        finally:
+            del self.running[job.id]
+
+    async def _ack(self, ack: Any, job: Job, *args: Any) -> Job | None:
+        """Complete or fail the job; the same round trip claims the slot's next job, unless the
+        worker is stopping or the job's queue is not the first (queues are served in order)."""
+        claim_next = int(not self._stopping.is_set() and job.queue == self.settings.queues[0])
+        _, claimed = await self._retrying(ack, job, *args, claim_next=claim_next)
+        return claimed[0] if claimed else None
+
+    async def _call(self, handler: Handler, job: Job) -> Any:
+        ctx = JobContext(job, self)
+        if not job.timeout_ms:
+            return await handler(ctx, job.data)
+        timeout = asyncio.timeout(job.timeout_ms / 1000)
+        try:
+            async with timeout:
+                return await handler(ctx, job.data)
+        except TimeoutError:
+            if timeout.expired():
+                raise JobTimedOut() from None
+            raise
+
+    # -- background duties -------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        s = self.settings
+        fields = {
+            "id": self.id, "host": self.host, "pid": os.getpid(), "queues": json.dumps(list(s.queues)),
+            "concurrency": s.concurrency, "startedAt": self._started_at, "leaseMs": s.lease_ms,
+            "activeJobIds": json.dumps(list(self.running)),
+        }  # fmt: skip
+        await self.store.heartbeat_script(
+            keys=[self.keys.workers, self.keys.worker(self.id)],
+            args=[self.id, *(item for pair in fields.items() for item in pair)],
+        )
+        await self._check_leases()
+
+    async def _check_leases(self) -> None:
+        """Stop jobs this worker no longer holds (cancelled while a control message was missed), and
+        put back jobs it holds but does not run: claimed by a command whose reply was lost."""
+        queues, running = self.settings.queues, list(self.running.values())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lrange(self.keys.processing(queue, self.id), 0, -1)
+            for r in running:
+                pipe.hmget(self.keys.job(r.job.id), ["status", "workerId", "token"])
+            replies = await pipe.execute()
+        for r, (status, worker_id, token) in zip(running, replies[len(queues):]):
+            if (status, worker_id, token) != ("active", self.id, str(r.job.token)):
+                self.stop_job(r.job.id, "lost")
+        # A claim's reply is in flight for milliseconds: only an id unrun at two checks in a row is lost.
+        unrun = {(queue, job_id) for queue, ids in zip(queues, replies) for job_id in ids if job_id not in self.running}
+        lost, self._unrun = unrun & self._unrun, unrun - self._unrun
+        for queue in {queue for queue, _ in lost}:
+            ids = [job_id for q, job_id in lost if q == queue]
+            log.warning("putting back %d job(s) of %s claimed but never started", len(ids), queue)
+            await self.store.requeue(queue, self.id, "shutdown", ids=ids)
+
+    async def _reap(self) -> None:
+        """One worker at a time puts the jobs of dead workers back in line."""
+        interval_ms = max(self.settings.lease_ms // 5, 100)
+        if not await self.redis.set(self.keys.reaper_lock, self.id, nx=True, px=interval_ms):
+            return
+        seconds, micros = await self.redis.time()
+        now = seconds * 1000 + micros // 1000
+        for worker_id, last_seen in await self.redis.zrange(self.keys.workers, 0, -1, withscores=True):
+            if worker_id == self.id:
+                continue
+            queues, lease = await self.redis.hmget(self.keys.worker(worker_id), ["queues", "leaseMs"])
+            if now - last_seen <= int(lease or self.settings.lease_ms):
+                continue
+            recovered = 0
+            for queue in json.loads(queues or "[]") or self.settings.queues:
+                recovered += await self.store.requeue(queue, worker_id, "stalled", MAX_RECOVERIES)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.workers, worker_id)
+                pipe.delete(self.keys.worker(worker_id))
+                await pipe.execute()
+            log.warning("worker %s is gone (silent for %d ms): recovered %d job(s)", worker_id, now - last_seen, recovered)
+        for queue in self.settings.queues:
+            orphans = await self.store.recover_orphans(queue, self.settings.lease_ms, MAX_RECOVERIES)
+            if orphans:
+                log.warning("put back %d job(s) of %s left active on a worker that is gone", orphans, queue)
+
+    async def _listen_for_control(self) -> None:
+        """Cancel requests for running jobs arrive on this worker's control channel."""
+        while not self._closed.is_set():
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.keys.worker_channel(self.id))
+                    while not self._closed.is_set():
+                        message = await pubsub.get_message(timeout=0.5)
+                        if message is None:
+                            continue
+                        command, _, job_id = str(message["data"]).partition(" ")
+                        if command == "cancel":
+                            self.stop_job(job_id, "cancelled")
+            except REDIS_ERRORS as error:
+                log.warning("control channel lost (%s); resubscribing", error)
+                await self._pause(1)
+
+    async def _schedule_delayed(self, queue: str) -> None:
+        """Delayed jobs and retry backoffs become waiting when due."""
+        while not self._closed.is_set():
+            try:
+                promoted, wait_ms = await self.store.promote_due(queue)
+            except REDIS_ERRORS as error:
+                log.warning("delayed-job check for %s failed: %s", queue, error)
+                promoted, wait_ms = 0, 1000
+            if promoted < 100:
+                await self._pause(0.25 if wait_ms < 0 else min(max(wait_ms, 5), 250) / 1000)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    async def _every(self, seconds: float, duty: Any) -> None:
+        while not self._closed.is_set():
+            await self._pause(seconds)
+            if self._closed.is_set():
+                return
+            try:
+                await duty()
+            except REDIS_ERRORS as error:
+                log.warning("%s failed: %s", duty.__name__, error)
+
+    async def _retrying(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Acks and progress must not be lost to a Redis blip; fencing makes a late repeat harmless."""
+        delay = 0.1
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except REDIS_ERRORS as error:
+                log.warning("%s failed (%s); retrying in %.1f s", getattr(call, "__name__", call), error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up when the worker begins to stop."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up when background duties must end."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
+    env = os.environ
+    parser = argparse.ArgumentParser(description="Run Jobline jobs from Redis.")
+    parser.add_argument("--queue", action="append", dest="queues", help="queue to serve; repeatable (env JOBLINE_QUEUES, comma-separated; default: default)")
+    parser.add_argument("--concurrency", type=int, default=int(env.get("JOBLINE_CONCURRENCY", 5)), help="jobs run at once (env JOBLINE_CONCURRENCY; default 5)")
+    parser.add_argument("--redis-url", default=env.get("REDIS_URL", WorkerSettings.redis_url), help="Redis URL (env REDIS_URL)")
+    parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (TASKS dict or async functions); repeatable (env JOBLINE_TASKS, comma-separated)")
+    parser.add_argument("--lease-ms", type=int, default=int(env.get("JOBLINE_LEASE_MS", WorkerSettings.lease_ms)), help="silence after which a worker counts as dead and its jobs are recovered (env JOBLINE_LEASE_MS; default 10000)")
+    parser.add_argument("--grace", type=float, default=float(env.get("JOBLINE_GRACE_S", WorkerSettings.grace_s)), help="seconds active jobs may finish on SIGTERM (env JOBLINE_GRACE_S; default 25)")
+    args = parser.parse_args(argv)
+    queues = args.queues or [q for q in env.get("JOBLINE_QUEUES", "default").split(",") if q]
+    modules = args.task_modules or [m for m in env.get("JOBLINE_TASKS", "").split(",") if m]
+    for queue in queues:
+        if not NAME_RE.fullmatch(queue):
+            parser.error(f"invalid queue name {queue!r}: {NAME_RULE}")
+    if not 1 <= args.concurrency <= 1000:
+        parser.error("--concurrency must be between 1 and 1000")
+    if args.lease_ms < 500:
+        parser.error("--lease-ms must be at least 500")
+    return WorkerSettings(
+        redis_url=args.redis_url,
+        queues=tuple(dict.fromkeys(queues)),
+        concurrency=args.concurrency,
+        task_modules=tuple(modules),
+        lease_ms=args.lease_ms,
+        grace_s=args.grace,
+    )
+
+
+async def serve(settings: WorkerSettings) -> None:
+    worker = Worker(settings, load_handlers(settings.task_modules))
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            worker.request_stop()
+        else:  # a second Ctrl-C: no more grace
+            log.warning("second signal: putting active jobs back now")
+            for job_id in list(worker.running):
+                worker.stop_job(job_id, "shutdown")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await worker.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --tasks modules relative to where the worker is started
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
+
