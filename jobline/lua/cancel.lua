@@ -1,0 +1,13 @@
+-- KEYS[1..20] queue block, KEYS[21] job hash, KEYS[22] processing list of the job's worker
+-- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id
+-- Returns {'ok', hash}, {'missing'}, {'conflict', status} or {'moved'} (worker changed: read again).
+--@include queue_block
+local key, processing = KEYS[21], KEYS[22]
+local id, channel, control_channel, worker_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local h = load_job(key)
+if not h then return {'missing'} end
+local status = h.status
+if status ~= 'waiting' and status ~= 'delayed' and status ~= 'active' then return {'conflict', status} end
+if not withdraw(id, status, h.workerId, worker_id, processing, control_channel) then return {'moved'} end
+index_status(id, h.seq, status, 'cancelled')
+return {'ok', save(key, h, {status = 'cancelled', finishedAt = now_ms(), action = false, runAt = false}, channel)}

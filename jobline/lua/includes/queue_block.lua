@@ -1,0 +1,178 @@
+-- The queue block: the keys every job-changing script gets first, as KEYS[1..20], in the order of
+-- keys.Keys.queue_block. A script's own keys follow, from KEYS[21]. Helpers for the waiting line,
+-- the status indexes, claiming, and the queue's counters.
+--@include prelude
+-- KEYS[1], the events stream, is EVENTS (prelude).
+local WAIT = KEYS[2]  -- the wait list (workers BLMOVE from it)
+local HIGH = KEYS[3]  -- set of high-priority waiting ids
+local DELAYED = KEYS[4]  -- sorted set of delayed ids (score: run-at epoch ms)
+local PAUSED = KEYS[5]  -- the paused list (waiting jobs live here while the queue is paused)
+local META = KEYS[6]  -- meta hash (paused flag, totals, duration histogram)
+local RATE = KEYS[7]  -- per-second and per-minute rings of finished jobs
+local FAILURES = KEYS[8]  -- recent failures (capped list of JSON)
+-- A status's index, global (KEYS[9..14]) and of this queue (KEYS[15..20]), in STATUS_SLOT order.
+local STATUS_INDEX, QUEUE_STATUS_INDEX = {}, {}
+for status, slot in pairs(STATUS_SLOT) do
+  STATUS_INDEX[status], QUEUE_STATUS_INDEX[status] = KEYS[9 + slot], KEYS[9 + {{STATUS_COUNT}} + slot]
+end
+local DURATION_BUCKETS = {{DURATION_BUCKETS}}
+
+-- Move a job between status indexes (the global one and its queue's); nil old or new: only add
+-- or only remove. The job's own `status` field is the caller's change to save.
+local function index_status(id, seq, old, new)
+  if old then
+    redis.call('ZREM', STATUS_INDEX[old], id)
+    redis.call('ZREM', QUEUE_STATUS_INDEX[old], id)
+  end
+  if new then
+    redis.call('ZADD', STATUS_INDEX[new], seq, id)
+    redis.call('ZADD', QUEUE_STATUS_INDEX[new], seq, id)
+  end
+end
+
+-- Waiting jobs live in the wait list, or in the paused list while the queue is paused.
+local function line()
+  if redis.call('HGET', META, 'paused') == '1' then return PAUSED end
+  return WAIT
+end
+
+-- Into line. Highs run before every normal job: a new high goes after the highs already waiting,
+-- a new normal at the tail. A job put back (`front`, it was claimed before any waiting job of its
+-- priority) goes first among its priority.
+local function push_waiting(id, priority, front)
+  local list = line()
+  if priority == 'high' then
+    redis.call('SADD', HIGH, id)
+    if front then redis.call('LPUSH', list, id) return end
+  elseif not front then
+    redis.call('RPUSH', list, id)
+    return
+  end
+  local start = 0
+  while true do
+    local chunk = redis.call('LRANGE', list, start, start + 99)
+    if #chunk == 0 then redis.call('RPUSH', list, id) return end
+    for _, other in ipairs(chunk) do
+      if other ~= id and redis.call('SISMEMBER', HIGH, other) == 0 then
+        redis.call('LINSERT', list, 'BEFORE', other, id)
+        return
+      end
+    end
+    start = start + 100
+  end
+end
+
+local function remove_waiting(id)
+  if redis.call('LREM', WAIT, 1, id) == 0 then redis.call('LREM', PAUSED, 1, id) end
+  redis.call('SREM', HIGH, id)
+end
+
+-- Take a job out of line, or stop it if active (tell its worker, drop it from its processing
+-- list). False if the job changed worker since the caller read it: the caller reads again.
+local function withdraw(id, status, owner, expected_owner, processing, control_channel)
+  if status == 'waiting' then
+    remove_waiting(id)
+  elseif status == 'delayed' then
+    redis.call('ZREM', DELAYED, id)
+  elseif status == 'active' then
+    if owner ~= expected_owner then return false end
+    redis.call('LREM', processing, 1, id)
+    redis.call('PUBLISH', control_channel, 'cancel ' .. id)
+  end
+  return true
+end
+
+-- Claiming: an id moves from the wait list into a worker's processing list (BLMOVE, or LMOVE here),
+-- then is marked active. Ids popped here have no key in KEYS: the job hash is the job key prefix
+-- (keys.Keys.job_prefix, passed in ARGV) plus the id, and its channel that key plus ':progress'.
+-- Mark one moved id active and publish it; nil (the id dropped) if the job is gone or no longer
+-- waiting (cancelled in transit).
+local function claim_moved(id, processing, worker_id, job_prefix, now)
+  local key = job_prefix .. id
+  local h = load_job(key)
+  if not h or h.status ~= 'waiting' then
+    redis.call('LREM', processing, 1, id)
+    return nil
+  end
+  redis.call('SREM', HIGH, id)
+  index_status(id, h.seq, 'waiting', 'active')
+  return save(key, h, {
+    status = 'active', startedAt = now, workerId = worker_id,
+    attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = (tonumber(h.token) or 0) + 1,
+    finishedAt = false, runAt = false, action = false,
+  }, key .. ':progress')
+end
+
+-- Claim the ids already moved, then waiting ones, until n jobs are claimed or the line is empty.
+-- Returns their hashes (flat).
+local function claim(moved, n, processing, worker_id, job_prefix)
+  local now = now_ms()
+  local claimed = {}
+  for _, id in ipairs(moved) do
+    -- A BLMOVE reply may come late (the worker was frozen): if a reaper has put the id back
+    -- meanwhile, it is no longer in this worker's list, and the job stays where the reaper put it.
+    if redis.call('LPOS', processing, id) then
+      claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+    end
+  end
+  while #claimed < n do
+    local id = redis.call('LMOVE', WAIT, processing, 'LEFT', 'RIGHT')
+    if not id then break end
+    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+  end
+  return claimed
+end
+
+-- Rings of per-second and per-minute counts: a slot is reset when its stamp is stale.
+local function ring(prefix, t, size, outcome)
+  local slot = prefix .. (t % size)
+  if redis.call('HGET', RATE, slot .. ':t') ~= tostring(t) then
+    redis.call('HSET', RATE, slot .. ':t', t, slot .. ':completed', 0, slot .. ':failed', 0)
+  end
+  redis.call('HINCRBY', RATE, slot .. ':' .. outcome, 1)
+end
+
+-- Totals, throughput rings, and (completed) the duration histogram; (failed) the recent failures.
+-- `h`: the job as saved.
+local function count_finished(h, outcome, now)
+  redis.call('HINCRBY', META, outcome .. 'Total', 1)
+  local sec = math.floor(now / 1000)
+  ring('s', sec, 120, outcome)
+  ring('m', math.floor(sec / 60), 60, outcome)
+  if outcome == 'failed' then
+    local entry = cjson.encode({id = h.id, name = h.name, failedReason = h.failedReason, at = now})
+    redis.call('LPUSH', FAILURES, entry)
+    redis.call('LTRIM', FAILURES, 0, {{RECENT_FAILURES}} - 1)
+  elseif h.startedAt then
+    local seconds = (now - tonumber(h.startedAt)) / 1000
+    local bucket = '+Inf'
+    for _, le in ipairs(DURATION_BUCKETS) do
+      if seconds <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', META, 'duration:' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', META, 'durationSum', seconds)
+  end
+end
+
+-- An active job back to waiting, at the front of its priority's line; `stalled` (its worker was
+-- lost) counts a recovery, and a job recovered more than `max_recoveries` times fails as stalled.
+local function put_back(id, key, h, channel, stalled, max_recoveries)
+  local changes = {action = false}
+  if stalled then
+    changes.recoveries = (tonumber(h.recoveries) or 0) + 1
+    if changes.recoveries > max_recoveries then
+      changes.failedReason = 'stalled: its worker was lost ' .. changes.recoveries .. ' times while running it'
+    end
+  end
+  local now = nil
+  if changes.failedReason then
+    now = now_ms()
+    changes.status, changes.finishedAt = 'failed', now
+  else
+    changes.status = 'waiting'
+    push_waiting(id, h.priority, true)
+  end
+  index_status(id, h.seq, 'active', changes.status)
+  save(key, h, changes, channel)
+  if now then count_finished(h, 'failed', now) end
+end
