@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +56,6 @@ class JobStore:
         self._promote = register(scripts.PROMOTE)
         self._set_priority = register(scripts.SET_PRIORITY)
         self._delete = register(scripts.DELETE)
-        self.heartbeat_script = register(scripts.HEARTBEAT)
 
     # -- creating and reading -----------------------------------------------------------------
     async def enqueue(self, new: NewJob) -> Job:
@@ -266,12 +264,12 @@ class JobStore:
 
     async def fail(self, job: Job, reason: str, retry: bool = True, claim_next: int = 0) -> tuple[str, list[Job]]:
         """Returns (the job's new status: 'delayed' for a retry, 'failed', or '' if the lease was
-        lost; the jobs claimed next)."""
+        lost; the jobs claimed next). The reason is also appended to the job's logs."""
         status, claimed = await self._fail(
-            keys=self._ack_keys(job),
+            keys=[*self._ack_keys(job), self.keys.job_logs(job.id)],
             args=[
                 job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason[:REASON_MAX],
-                "1" if retry else "0", claim_next, self.keys.job_prefix,
+                "1" if retry else "0", claim_next, self.keys.job_prefix, LOG_CAP,
             ],  # fmt: skip
         )
         return status, _jobs(claimed)
@@ -333,3 +331,31 @@ class JobStore:
             keys=[*k.queue_block(queue), *map(k.job, ids)], args=args
         )
         return promoted, wait_ms
+
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[Job]:
+        """`enqueue` for several jobs in one round trip: its ENQUEUE call per job, in one pipeline.
+        Not a transaction: each job is created whole, but an error (say Redis out of memory) can
+        leave the batch part done. The pipeline opens with SCRIPT LOAD (a no-op when Redis has the
+        script) and calls EVALSHA itself: a pipeline that runs a registered script first asks
+        SCRIPT EXISTS, a second round trip."""
+        k = self.keys
+        blocks: dict[str, list[str]] = {}  # queue -> its queue block, built once per call
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.script_load(self._enqueue.script)
+            for new in news:
+                job = Job(
+                    id=new_job_id(), name=new.name, type=new.type, queue=new.queue, data=new.data,
+                    priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
+                    max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms,
+                )  # fmt: skip
+                if job.queue not in blocks:
+                    blocks[job.queue] = k.queue_block(job.queue)
+                keys = [
+                    *blocks[job.queue], k.job(job.id), k.seq, k.all_jobs, k.queue_jobs(job.queue),
+                    k.type_index(job.type), k.queues,
+                ]  # fmt: skip
+                fields = [item for pair in job.to_redis().items() for item in pair]
+                args = [job.id, k.job_channel(job.id), new.delay_ms, job.queue, *fields]
+                pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
+            _, *flats = await pipe.execute()
+        return [Job.from_redis(_pairs(flat)) for flat in flats]

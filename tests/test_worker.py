@@ -14,7 +14,9 @@ from jobline import tasks
 import tests.handlers
 import tests.plain_handlers
 from jobline.keys import Keys
-from jobline.worker import Worker, WorkerSettings, load_handlers, parse_settings
+from jobline.tasks import load_handlers
+from jobline.worker import Worker, WorkerSettings
+from jobline.worker_main import parse_settings
 from tests.conftest import create_job, wait_all, wait_for_status, wait_until
 from tests.sse import SSEReader
 
@@ -614,7 +616,10 @@ async def test_demo_fail_at_step_fails_the_attempt_at_that_step(client: Any, sta
     assert done["status"] == "failed"
     assert "step 3 of 4" in done["failedReason"], done
     assert done["progress"] == 50  # steps 1 and 2 reported, step 3 failed
-    assert len(done["logs"]) == 2
+    assert done["logs"] == [
+        "step 1/4: Navigating to page", "step 2/4: Clicking button",
+        "attempt 1 failed: DemoFailure: Typing text failed at step 3 of 4",
+    ]  # fmt: skip
 
 
 async def test_builtin_noop_and_sleep_run(client: Any, start_worker: Any) -> None:
@@ -747,3 +752,31 @@ async def test_stop_always_ends_the_worker_even_when_it_lands_on_a_background_re
                 task.cancel()
                 await asyncio.sleep(0.05)
             pytest.fail(f"stop #{attempt}: Worker.run() still running 3 s after request_stop; stuck: {stuck}")
+
+
+# -- every attempt's failure in the job's logs ---------------------------------------------------
+async def test_every_failed_attempt_is_in_the_job_logs_in_order(client: Any, start_worker: Any) -> None:
+    await start_worker()
+    job = await create_job(client, type="fail", data={"message": "disk full"}, maxAttempts=2, backoffMs=0)
+    done = await wait_for_status(client, job["id"], "failed")
+    assert done["attemptsMade"] == 2, done
+    assert done["logs"] == [
+        "attempt 1 failed: RuntimeError: disk full",
+        "attempt 2 failed: RuntimeError: disk full",
+    ], done
+    assert done["failedReason"] == "RuntimeError: disk full"
+
+
+async def test_a_stale_workers_failure_adds_no_log_line(store: Any, redis_client: Any) -> None:
+    from dataclasses import replace
+
+    from jobline.validation import parse_new_job
+
+    await store.enqueue(parse_new_job({"name": "stale", "type": "echo", "maxAttempts": 1}))
+    [job] = await store.claim("default", "test-worker", 1)
+    # an earlier claim's fencing token: that attempt's worker lost the job, its failure is stale
+    assert await store.fail(replace(job, token=job.token - 1), "RuntimeError: late", retry=False) == ("", [])
+    assert await redis_client.lrange(K.job_logs(job.id), 0, -1) == []
+    assert await redis_client.hget(K.job(job.id), "status") == "active"
+    assert await store.fail(job, "RuntimeError: on time", retry=False) == ("failed", [])
+    assert await redis_client.lrange(K.job_logs(job.id), 0, -1) == ["attempt 1 failed: RuntimeError: on time"]
