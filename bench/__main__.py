@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .client_workloads import client_enqueue
 from .harness import QUICK, Harness, Processes, Sizes, start_redis
 from .http_workloads import http_enqueue, listing
 from .queue_workloads import memory_per_job, w1_drain_noop, w2_drain_sleep, w3_pickup_latency
@@ -37,6 +38,7 @@ WORKLOADS: dict[str, Workload] = {
     "listing": listing,
     "fanout": fanout,
     "memory": memory_per_job,
+    "client": client_enqueue,
 }
 
 
