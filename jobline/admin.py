@@ -8,7 +8,8 @@ from aiohttp import web
 
 from . import scripts
 from . import validation as v
-from .api import STORE, read_json
+from .api import STORE
+from .errors import ApiError, read_json
 from .queues import QueueAdmin
 
 ADMIN = web.AppKey("admin", QueueAdmin)
@@ -18,10 +19,24 @@ async def list_queues(request: web.Request) -> web.Response:
     return web.json_response({"queues": await request.app[ADMIN].overview()})
 
 
-async def _pause(request: web.Request, paused: bool) -> web.Response:
+async def _known_queue(request: web.Request) -> str:
     name = v.check_queue_name(request.match_info["name"])
+    if not await request.app[ADMIN].exists(name):
+        raise ApiError(404, "not_found", f"no queue named {name!r}")
+    return name
+
+
+async def _pause(request: web.Request, paused: bool) -> web.Response:
+    name = await _known_queue(request)
     v.require_empty_object(await read_json(request, allow_empty=True))
     return web.json_response(await request.app[ADMIN].set_paused(name, paused))
+
+
+async def delete_queue(request: web.Request) -> web.Response:
+    name = await _known_queue(request)
+    if not await request.app[ADMIN].delete(name):
+        raise ApiError(409, "conflict", f"queue {name!r} still holds jobs: delete or clean them first")
+    return web.Response(status=204)
 
 
 async def pause_queue(request: web.Request) -> web.Response:
@@ -92,6 +107,7 @@ def add_routes(app: web.Application) -> None:
         [
             web.post("/api/jobs/bulk", bulk_jobs),
             web.get("/api/admin/queues", list_queues),
+            web.delete("/api/admin/queues/{name}", delete_queue),
             web.post("/api/admin/queues/{name}/pause", pause_queue),
             web.post("/api/admin/queues/{name}/resume", resume_queue),
             web.post("/api/admin/queues/{name}/clean", clean_queue),

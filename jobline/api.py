@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from . import validation as v
+from .errors import read_json
 from .models import Job
 from .store import JobStore
 
 STORE = web.AppKey("store", JobStore)
-BODY_TIMEOUT = web.AppKey("body_timeout", float)
 
 
 def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> web.Response:
     return web.json_response(job.to_api(logs), status=status)
-
-
-async def read_json(request: web.Request, allow_empty: bool = False) -> object:
-    """The body as JSON. Mutations must say application/json: it closes the cross-site form route."""
-    try:
-        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
-            raw = await request.read()
-    except TimeoutError:
-        request.protocol.close()  # no keep-alive: what is left of the body is never read
-        raise v.ApiError(408, "request_timeout", "the request body did not arrive in time") from None
-    if raw.strip() and request.content_type != "application/json":
-        raise v.ApiError(415, "unsupported_media_type", "send the body as application/json")
-    return v.parse_json_body(raw, allow_empty=allow_empty)
 
 
 async def create_job(request: web.Request) -> web.Response:

@@ -125,6 +125,14 @@ class Keys:
             *(self.queue_status_index(queue, s) for s in STATUSES),
         ]
 
+    def queue_own_keys(self, queue: str) -> list[str]:
+        """Every key that belongs to the queue alone (not its workers' processing lists)."""
+        return [
+            self.wait(queue), self.high(queue), self.delayed(queue), self.paused(queue), self.meta(queue),
+            self.rate(queue), self.failures(queue), self.queue_jobs(queue),
+            *(self.queue_status_index(queue, s) for s in STATUSES),
+        ]  # fmt: skip
+
     # -- workers ------------------------------------------------------------------------------
     @property
     def workers(self) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -36,22 +37,6 @@ LOG_CAP = 1000  # lines kept per job, newest last
 LOG_LINE_MAX = 2000  # characters per log line
 ACTION_MAX = 500  # characters of the current step's text
 REASON_MAX = 2000  # characters of a failure's reason
-
-# Hash fields holding integers; everything else is text, `data` and `result` are JSON text.
-_INT_FIELDS = (
-    "progress", "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs",
-    "createdAt", "startedAt", "finishedAt", "runAt", "rev", "seq", "recoveries", "token",
-)  # fmt: skip
-_JSON_FIELDS = ("data", "result")
-
-# The API's job fields, in order. scripts.py builds the same JSON in Lua for events; a test
-# holds the two to the same output.
-API_FIELDS: tuple[str, ...] = (
-    "id", "name", "type", "queue", "data", "status", "priority", "progress", "action",
-    "attemptsMade", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs", "createdAt", "startedAt",
-    "finishedAt", "runAt", "failedReason", "result", "workerId", "rev",
-)  # fmt: skip
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -86,25 +71,14 @@ class Job:
     result: Any = None
     worker_id: str | None = None
     rev: int = 0
-    recoveries: int = 0
-    token: int = 0  # lease fence: grows with every claim, acks must present it
-
-    # camelCase hash/API field -> attribute
-    _FIELD_ATTRS = {
-        "id": "id", "name": "name", "type": "type", "queue": "queue", "data": "data",
-        "status": "status", "priority": "priority", "progress": "progress", "action": "action",
-        "attemptsMade": "attempts_made", "maxAttempts": "max_attempts", "backoffMs": "backoff_ms",
-        "maxBackoffMs": "max_backoff_ms",
-        "timeoutMs": "timeout_ms", "createdAt": "created_at", "startedAt": "started_at",
-        "finishedAt": "finished_at", "runAt": "run_at", "failedReason": "failed_reason",
-        "result": "result", "workerId": "worker_id", "rev": "rev", "recoveries": "recoveries",
-        "token": "token",
-    }  # fmt: skip
+    # Internal bookkeeping, stored but not shown by the API:
+    recoveries: int = field(default=0, metadata={"api": False})  # times its worker was lost under it
+    token: int = field(default=0, metadata={"api": False})  # lease fence: grows with every claim
 
     def to_redis(self) -> dict[str, str]:
         """The hash fields; a None value is stored as an absent field."""
         out: dict[str, str] = {}
-        for name, attr in self._FIELD_ATTRS.items():
+        for name, attr in _FIELD_ATTRS.items():
             value = getattr(self, attr)
             if value is None:
                 continue
@@ -119,7 +93,7 @@ class Job:
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> Job:
         kwargs: dict[str, Any] = {}
-        for name, attr in cls._FIELD_ATTRS.items():
+        for name, attr in _FIELD_ATTRS.items():
             raw = fields.get(name)
             if raw is None:
                 continue
@@ -136,15 +110,32 @@ class Job:
     def to_api(self, logs: list[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in API_FIELDS:
-            value = getattr(self, self._FIELD_ATTRS[name])
+            value = getattr(self, _FIELD_ATTRS[name])
             out[name] = value.value if isinstance(value, Enum) else value
         if logs is not None:
             out["logs"] = logs
         return out
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
+
+# Everything about a job's fields is derived from the Job dataclass above, so that a new field is
+# a one-place change: its camelCase name (hash field and API key), whether it is stored as an
+# integer or as JSON text, and whether the API shows it.
+def _camel(attr: str) -> str:
+    head, *rest = attr.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+_HINTS = typing.get_type_hints(Job)
+_FIELD_ATTRS: dict[str, str] = {_camel(f.name): f.name for f in fields(Job)}
+_INT_FIELDS = frozenset(
+    {_camel(f.name) for f in fields(Job) if _HINTS[f.name] in (int, int | None)} | {"seq"}  # seq: hash only
+)
+_JSON_FIELDS = frozenset(_camel(f.name) for f in fields(Job) if _HINTS[f.name] in (Any, dict[str, Any]))
+# The API's job fields, in order. scripts.py builds the same JSON in Lua for events; a test holds
+# the two to the same output.
+API_FIELDS: tuple[str, ...] = tuple(_camel(f.name) for f in fields(Job) if f.metadata.get("api", True))
+# The API fields whose stored text is already JSON (numbers, data, result): events embed them raw.
+RAW_API_FIELDS: tuple[str, ...] = tuple(n for n in API_FIELDS if n in _INT_FIELDS or n in _JSON_FIELDS)
 
 
 @dataclass(frozen=True)

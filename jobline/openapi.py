@@ -31,13 +31,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Invalid JSON or a validation error (the message names the field).",
         401: "Missing or wrong API token (with API_TOKEN set, or from another origin).",
-        404: "No such job or route.",
-        409: "The job's state forbids the action.",
+        404: "No such job, queue or route.",
+        405: "The path does not take this method (see the Allow header).",
+        409: "The job's (or queue's) state forbids the action.",
         413: "The request body is too large.",
         415: "The body is not application/json.",
         503: "Redis is unavailable.",
     }
-    return {str(c): _json(_ref("Error"), text[c]) for c in (*codes, 401, 503)}
+    return {str(c): _json(_ref("Error"), text[c]) for c in (*codes, 401, 405, 503)}
 
 
 _NULL_INT = {"type": "integer", "nullable": True}
@@ -71,7 +72,18 @@ SCHEMAS: dict[str, Any] = {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "description": "bad_request, invalid_json, validation_error (with field), unauthorized, "
+                        "not_found, method_not_allowed (405: the path exists, the method does not; the Allow "
+                        "header lists the methods), request_timeout (408), conflict, too_large, "
+                        "unsupported_media_type, misdirected_request (421: not one of the server's host "
+                        "names), unavailable (503), internal_error.",
+                    },
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
             }
         },
     },
@@ -140,10 +152,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "Queue": {
         "type": "object",
-        "required": ["name", "paused", "counts", "activeJobIds", "recentFailures", "throughput"],
+        "required": ["name", "paused", "workers", "counts", "activeJobIds", "recentFailures", "throughput"],
         "properties": {
             "name": {"type": "string"},
             "paused": {"type": "boolean"},
+            "workers": {"type": "integer", "minimum": 0, "description": "Live workers serving it; 0: its jobs wait."},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "activeJobIds": {"type": "array", "items": {"type": "string"}},
             "recentFailures": {"type": "array", "maxItems": 10, "items": {"type": "object"}},
@@ -184,7 +197,7 @@ def _queue_action(summary: str) -> dict[str, Any]:
             "summary": summary,
             "parameters": [_QUEUE_PARAM],
             "requestBody": _EMPTY_BODY,
-            "responses": {"200": _json(schema, "The queue's pause state."), **_errors(400, 415)},
+            "responses": {"200": _json(schema, "The queue's pause state."), **_errors(400, 404, 415)},
         }
     }
 
@@ -268,6 +281,13 @@ PATHS: dict[str, Any] = {
                 "200": _json({"type": "object", "properties": {"queues": {"type": "array", "items": _ref("Queue")}}}, "Queues."),
                 **_errors(),
             },
+        }
+    },
+    "/api/admin/queues/{name}": {
+        "delete": {
+            "summary": "Remove an empty queue and its settings (409 while it holds jobs)",
+            "parameters": [_QUEUE_PARAM],
+            "responses": {"204": {"description": "Removed."}, **_errors(400, 404, 409)},
         }
     },
     "/api/admin/queues/{name}/pause": _queue_action("Pause a queue: it hands out no jobs"),

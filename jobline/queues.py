@@ -11,13 +11,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from . import scripts
-from .models import STATUSES
+from .models import DEFAULT_QUEUE, STATUSES
+from .liveness import Registry, redis_now_ms
 from .store import JobStore
 
 BATCH = 500
 HISTORY_MINUTES = 15
-DEFAULT_LEASE_MS = 10_000
 
 
 def _rate_window(rate: dict[str, str], prefix: str, size: int, newest: int, span: int) -> list[dict[str, int]]:
@@ -41,14 +43,39 @@ class QueueAdmin:
         self.store = store
         self.redis = store.redis
         self.keys = store.keys
+        self.registry = Registry(store)
         self._set_paused = self.redis.register_script(scripts.SET_PAUSED)
 
     async def now_ms(self) -> int:
-        seconds, micros = await self.redis.time()
-        return seconds * 1000 + micros // 1000
+        return await redis_now_ms(self.redis)
 
-    async def queue_names(self) -> list[str]:
-        return sorted(await self.redis.smembers(self.keys.queues))
+    async def queue_names(self, live: list[dict[str, str]] | None = None) -> list[str]:
+        """Every queue that exists: it has jobs or settings (the queue registry), or a live worker
+        serves it."""
+        if live is None:
+            live = await self.registry.live_workers()
+        return sorted(await self.redis.smembers(self.keys.queues) | set(_served(live)))
+
+    async def exists(self, queue: str) -> bool:
+        """The default queue always does: it may be paused before anything arrives."""
+        return queue == DEFAULT_QUEUE or queue in await self.queue_names()
+
+    async def delete(self, queue: str) -> bool:
+        """Remove an empty queue and its settings. False while it holds jobs."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(k.queue_jobs(queue))  # a job created meanwhile aborts the removal
+                    if await pipe.zcard(k.queue_jobs(queue)):
+                        return False
+                    pipe.multi()
+                    pipe.delete(*k.queue_own_keys(queue))
+                    pipe.srem(k.queues, queue)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     # -- control ----------------------------------------------------------------------------------
     async def set_paused(self, queue: str, paused: bool) -> dict[str, Any]:
@@ -97,7 +124,9 @@ class QueueAdmin:
     # -- overview ---------------------------------------------------------------------------------
     async def overview(self) -> list[dict[str, Any]]:
         k = self.keys
-        names = await self.queue_names()
+        live = await self.registry.live_workers()
+        serving = _served(live)
+        names = await self.queue_names(live)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for q in names:
@@ -120,6 +149,7 @@ class QueueAdmin:
                 {
                     "name": name,
                     "paused": paused == "1",
+                    "workers": serving.count(name),  # live workers serving it: 0 means nothing runs its jobs
                     "counts": dict(zip(STATUSES, counts)),
                     "activeJobIds": active_ids,
                     "recentFailures": [json.loads(f) for f in failures],
@@ -138,17 +168,7 @@ class QueueAdmin:
     async def workers(self) -> list[dict[str, Any]]:
         """Live workers (heartbeat within their lease), with their claimed jobs read from Redis."""
         k = self.keys
-        now = await self.now_ms()
-        entries = await self.redis.zrange(k.workers, 0, -1, withscores=True)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for worker_id, _ in entries:
-                pipe.hgetall(k.worker(worker_id))
-            infos = await pipe.execute()
-        live = [
-            info
-            for (_, last_seen), info in zip(entries, infos)
-            if info and now - last_seen <= int(info.get("leaseMs", DEFAULT_LEASE_MS))
-        ]
+        live = await self.registry.live_workers()
         async with self.redis.pipeline(transaction=False) as pipe:
             for info in live:
                 for queue in json.loads(info.get("queues", "[]")):
@@ -189,6 +209,11 @@ class QueueAdmin:
             chunk = replies[i * per_queue : (i + 1) * per_queue]
             out["queues"][name] = {"counts": dict(zip(STATUSES, chunk[:-1])), "meta": chunk[-1]}
         return out
+
+
+def _served(live: list[dict[str, str]]) -> list[str]:
+    """The queues the live workers serve, once per worker serving each."""
+    return [queue for info in live for queue in json.loads(info.get("queues", "[]"))]
 
 
 async def _batches(ids: list[str]) -> AsyncIterator[list[str]]:

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .validation import ApiError
+from .errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

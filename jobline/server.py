@@ -10,7 +10,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,8 +29,8 @@ from . import serving
 from . import stream
 from .connections import IdleClosingBlockingPool, IdleClosingPool, connect, durability_warnings
 from .keys import DEFAULT_PREFIX, Keys
-from .store import JobNotFound, JobStateConflict, JobStore
-from .validation import ApiError
+from .store import JobStore
+from .errors import BODY_TIMEOUT, ApiError, Handler, error_response, errors_as_json
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,6 @@ def _dashboard_file() -> Path:
 DASHBOARD = _dashboard_file()
 CORS_HEADERS = "Content-Type, Authorization, Last-Event-ID"
 
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
 
 
 @dataclass(frozen=True)
@@ -94,49 +84,6 @@ class Settings:
             max_streams=int(env.get("MAX_STREAMS", cls.max_streams)),
             **({"cors_origins": frozenset(o.strip() for o in origins.split(",") if o.strip())} if origins else {}),
         )
-
-
-def error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes {"error": {"code", "message"}}; never a traceback."""
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return error_response(error)
-    except JobNotFound:
-        return error_response(ApiError(404, "not_found", "no such job"))
-    except JobStateConflict as error:
-        return error_response(ApiError(409, "conflict", str(error)))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = _HTTP_CODES.get(error.status, "error")
-        response = error_response(ApiError(error.status, code, error.reason))
-        if "Allow" in error.headers:
-            response.headers["Allow"] = error.headers["Allow"]
-        return response
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        serving.THROTTLED.warning("redis", "redis unavailable during %s %s: %s", request.method, request.path, error)
-        return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))
-    except asyncio.CancelledError:
-        raise
-    except OSError as error:
-        if not serving.is_out_of_files(error):
-            raise
-        serving.THROTTLED.warning("fd-limit", "at the open-file limit during %s %s", request.method, request.path)
-        response = error_response(ApiError(503, "unavailable", "the server is at its open-file limit; try again"))
-        response.headers["Retry-After"] = "1"
-        return response
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "unexpected server error"))
 
 
 def cors(settings: Settings) -> tuple[Any, Any]:
@@ -228,7 +175,7 @@ def create_app(settings: Settings) -> web.Application:
             "keepalive_timeout": settings.header_timeout_s,
         },
     )
-    app[api.BODY_TIMEOUT] = settings.body_timeout_s
+    app[BODY_TIMEOUT] = settings.body_timeout_s
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(security.add_nosniff)
     page = DASHBOARD.read_text()

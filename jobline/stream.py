@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .api import STORE
 from .keys import Keys
-from .validation import ApiError
+from .errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .worker import JobContext
+    from .context import JobContext
 
 Handler = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
 
@@ -71,3 +73,21 @@ async def sleep(ctx: JobContext, data: dict[str, Any]) -> dict[str, float]:
 
 
 TASKS: dict[str, Handler] = {"demo": demo, "noop": noop, "sleep": sleep}
+
+
+def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
+    """Built-in tasks, then each module's `TASKS` dict or else its public async functions."""
+    handlers = dict(TASKS)
+    for name in modules:
+        module = importlib.import_module(name)
+        found = getattr(module, "TASKS", None)
+        if found is None:
+            found = {
+                fn_name: fn
+                for fn_name, fn in vars(module).items()
+                if not fn_name.startswith("_")
+                and inspect.iscoroutinefunction(fn)
+                and fn.__module__ == module.__name__
+            }
+        handlers.update(found)
+    return handlers

@@ -7,6 +7,7 @@ import re
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from .errors import ApiError
 from .models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, NewJob, Priority, Status
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -34,44 +35,8 @@ CREATE_FIELDS = frozenset(
 )
 
 
-class ApiError(Exception):
-    """An error the client caused or must know about, shown as {"error": {"code", "message"}}."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field:
-            error["field"] = self.field
-        return {"error": error}
-
-
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "validation_error", f"{field}: {message}", field)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts them, browsers do not
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"{text} overflows a double")  # 1e999 would be stored as Infinity
-    return value
-
-
-def parse_json_body(raw: bytes, allow_empty: bool = False) -> Any:
-    if not raw.strip():
-        if allow_empty:
-            return {}
-        raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
 
 def _int(

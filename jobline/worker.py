@@ -7,20 +7,14 @@ dies, its heartbeat stops and another worker's reaper puts its jobs back in line
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib
-import inspect
 import json
 import logging
 import os
 import re
 import secrets
-import signal
 import socket
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +26,13 @@ from .keys import DEFAULT_PREFIX, Keys
 from .models import Job, now_ms
 from .connections import connect, durability_warnings
 from .store import JobStore
-from .validation import NAME_RE, NAME_RULE
+from .context import JobContext, JobTimedOut
+from .liveness import DEFAULT_LEASE_MS, Registry
 from .tasks import Handler
 
 log = logging.getLogger("jobline.worker")
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-MAX_RECOVERIES = 2  # a job recovered from dead workers more than this fails as stalled
 
 
 @dataclass(frozen=True)
@@ -47,54 +41,10 @@ class WorkerSettings:
     queues: tuple[str, ...] = ("default",)
     concurrency: int = 5
     task_modules: tuple[str, ...] = ()
-    lease_ms: int = 10_000  # no heartbeat for this long: the worker is dead, its jobs are recovered
+    lease_ms: int = DEFAULT_LEASE_MS  # no heartbeat for this long: the worker is dead, its jobs are recovered
     grace_s: float = 25.0  # on SIGTERM, how long active jobs may run on before being put back
     block_s: float = 1.0  # BLMOVE timeout: how soon an idle worker notices it should stop
     prefix: str = DEFAULT_PREFIX
-
-
-def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
-    """Built-in tasks, then each module's `TASKS` dict or else its public async functions."""
-    handlers = dict(tasks.TASKS)
-    for name in modules:
-        module = importlib.import_module(name)
-        found = getattr(module, "TASKS", None)
-        if found is None:
-            found = {
-                fn_name: fn
-                for fn_name, fn in vars(module).items()
-                if not fn_name.startswith("_")
-                and inspect.iscoroutinefunction(fn)
-                and fn.__module__ == module.__name__
-            }
-        handlers.update(found)
-    return handlers
-
-
-class JobTimedOut(Exception):
-    pass
-
-
-class JobContext:
-    """What a handler gets: the job, progress reporting and logging."""
-
-    def __init__(self, job: Job, worker: Worker) -> None:
-        self.job = job
-        self._worker = worker
-
-    async def progress(self, percent: int, action: str | None = None, log: str | None = None) -> None:
-        """Report progress (0-100), the current step's text, and optionally a log line."""
-        percent = max(0, min(100, int(percent)))
-        await self._update(progress=percent, action=action, log=log)
-
-    async def log(self, text: str) -> None:
-        await self._update(log=str(text))
-
-    async def _update(self, **changes: Any) -> None:
-        # A Redis blip must not cost the job an attempt: ride it out (the update is fenced).
-        if not await self._worker._retrying(self._worker.store.update, self.job, **changes):
-            # Cancelled, or recovered by another worker while we were stalled: stop quietly.
-            self._worker.stop_job(self.job.id, "lost")
 
 
 @dataclass
@@ -123,6 +73,7 @@ class Worker:
         )
         self.keys = Keys(self.settings.prefix)
         self.store = JobStore(self.redis, self.keys)
+        self.registry = Registry(self.store)
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
         self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
@@ -217,10 +168,7 @@ class Worker:
 
     async def _deregister(self) -> None:
         with contextlib.suppress(*REDIS_ERRORS):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.workers, self.id)
-                pipe.delete(self.keys.worker(self.id))
-                await pipe.execute()
+            await self.registry.deregister(self.id)
 
     # -- claiming and running ----------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -347,15 +295,11 @@ class Worker:
     # -- background duties -------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
         s = self.settings
-        fields = {
+        info = {
             "id": self.id, "host": self.host, "pid": os.getpid(), "queues": json.dumps(list(s.queues)),
             "concurrency": s.concurrency, "startedAt": self._started_at, "leaseMs": s.lease_ms,
-            "activeJobIds": json.dumps(list(self.running)),
         }  # fmt: skip
-        await self.store.heartbeat_script(
-            keys=[self.keys.workers, self.keys.worker(self.id)],
-            args=[self.id, *(item for pair in fields.items() for item in pair)],
-        )
+        await self.registry.heartbeat(self.id, info)
         await self._check_leases()
 
     async def _check_leases(self) -> None:
@@ -380,30 +324,7 @@ class Worker:
             await self.store.requeue(queue, self.id, "shutdown", ids=ids)
 
     async def _reap(self) -> None:
-        """One worker at a time puts the jobs of dead workers back in line."""
-        interval_ms = max(self.settings.lease_ms // 5, 100)
-        if not await self.redis.set(self.keys.reaper_lock, self.id, nx=True, px=interval_ms):
-            return
-        seconds, micros = await self.redis.time()
-        now = seconds * 1000 + micros // 1000
-        for worker_id, last_seen in await self.redis.zrange(self.keys.workers, 0, -1, withscores=True):
-            if worker_id == self.id:
-                continue
-            queues, lease = await self.redis.hmget(self.keys.worker(worker_id), ["queues", "leaseMs"])
-            if now - last_seen <= int(lease or self.settings.lease_ms):
-                continue
-            recovered = 0
-            for queue in json.loads(queues or "[]") or self.settings.queues:
-                recovered += await self.store.requeue(queue, worker_id, "stalled", MAX_RECOVERIES)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.workers, worker_id)
-                pipe.delete(self.keys.worker(worker_id))
-                await pipe.execute()
-            log.warning("worker %s is gone (silent for %d ms): recovered %d job(s)", worker_id, now - last_seen, recovered)
-        for queue in self.settings.queues:
-            orphans = await self.store.recover_orphans(queue, self.settings.lease_ms, MAX_RECOVERIES)
-            if orphans:
-                log.warning("put back %d job(s) of %s left active on a worker that is gone", orphans, queue)
+        await self.registry.reap(self.id, self.settings.lease_ms, self.settings.queues)
 
     async def _listen_for_control(self) -> None:
         """Cancel requests for running jobs arrive on this worker's control channel."""
@@ -464,65 +385,3 @@ class Worker:
         """Sleep, but wake up when background duties must end."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._closed.wait(), seconds)
-
-
-def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
-    env = os.environ
-    parser = argparse.ArgumentParser(description="Run Jobline jobs from Redis.")
-    parser.add_argument("--queue", action="append", dest="queues", help="queue to serve; repeatable (env JOBLINE_QUEUES, comma-separated; default: default)")
-    parser.add_argument("--concurrency", type=int, default=int(env.get("JOBLINE_CONCURRENCY", 5)), help="jobs run at once (env JOBLINE_CONCURRENCY; default 5)")
-    parser.add_argument("--redis-url", default=env.get("REDIS_URL", WorkerSettings.redis_url), help="Redis URL (env REDIS_URL)")
-    parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (TASKS dict or async functions); repeatable (env JOBLINE_TASKS, comma-separated)")
-    parser.add_argument("--lease-ms", type=int, default=int(env.get("JOBLINE_LEASE_MS", WorkerSettings.lease_ms)), help="silence after which a worker counts as dead and its jobs are recovered (env JOBLINE_LEASE_MS; default 10000)")
-    parser.add_argument("--grace", type=float, default=float(env.get("JOBLINE_GRACE_S", WorkerSettings.grace_s)), help="seconds active jobs may finish on SIGTERM (env JOBLINE_GRACE_S; default 25)")
-    args = parser.parse_args(argv)
-    queues = args.queues or [q for q in env.get("JOBLINE_QUEUES", "default").split(",") if q]
-    modules = args.task_modules or [m for m in env.get("JOBLINE_TASKS", "").split(",") if m]
-    for queue in queues:
-        if not NAME_RE.fullmatch(queue):
-            parser.error(f"invalid queue name {queue!r}: {NAME_RULE}")
-    if not 1 <= args.concurrency <= 1000:
-        parser.error("--concurrency must be between 1 and 1000")
-    if args.lease_ms < 500:
-        parser.error("--lease-ms must be at least 500")
-    return WorkerSettings(
-        redis_url=args.redis_url,
-        queues=tuple(dict.fromkeys(queues)),
-        concurrency=args.concurrency,
-        task_modules=tuple(modules),
-        lease_ms=args.lease_ms,
-        grace_s=args.grace,
-    )
-
-
-async def serve(settings: WorkerSettings) -> None:
-    worker = Worker(settings, load_handlers(settings.task_modules))
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            worker.request_stop()
-        else:  # a second Ctrl-C: no more grace
-            log.warning("second signal: putting active jobs back now")
-            for job_id in list(worker.running):
-                worker.stop_job(job_id, "shutdown")
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    await worker.run()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse_settings(argv)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # --tasks modules relative to where the worker is started
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings))
-
-
-if __name__ == "__main__":
-    main()
-

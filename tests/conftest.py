@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from jobline.server import Settings, create_app
 from jobline.connections import connect
 from jobline.store import JobStore
-from jobline.worker import Worker, WorkerSettings, load_handlers
+from jobline.tasks import load_handlers
+from jobline.worker import Worker, WorkerSettings
 
 TEST_HANDLERS = "tests.handlers"
 

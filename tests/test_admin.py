@@ -21,7 +21,8 @@ from jobline import validation as v
 from jobline.keys import Keys
 from jobline.server import create_app
 from jobline.store import JobStore
-from jobline.worker import Worker, WorkerSettings, load_handlers
+from jobline.tasks import load_handlers
+from jobline.worker import Worker, WorkerSettings
 from tests.conftest import TEST_HANDLERS, create_job, wait_all, wait_until
 from tests.conftest import wait_for_status as wait_status
 from tests.sse import Event, SSEReader
@@ -206,7 +207,7 @@ async def test_queue_overview_lists_every_queue_with_every_status(client: Any, s
     queues = await queues_by_name(client)
     assert sorted(queues) == ["alpha", "beta"]
     for q in queues.values():
-        assert set(q) >= {"name", "paused", "counts", "activeJobIds", "recentFailures", "throughput"}
+        assert set(q) >= {"name", "paused", "workers", "counts", "activeJobIds", "recentFailures", "throughput"}
         assert set(q["counts"]) == set(STATUSES)
 
 
@@ -291,11 +292,48 @@ async def test_paused_flag_follows_pause_and_resume(client: Any, store: JobStore
     assert (await queue_info(client, "alpha"))["paused"] is False
 
 
-async def test_pausing_an_unused_queue_lists_it_as_paused(client: Any) -> None:
-    await pause(client, "fresh")
-    queue = await queue_info(client, "fresh")
-    assert queue["paused"] is True
-    assert queue["counts"] == dict.fromkeys(STATUSES, 0)
+async def test_pausing_an_unknown_queue_is_404_and_creates_nothing(client: Any) -> None:
+    for action in ("pause", "resume"):
+        response = await client.post(f"/api/admin/queues/fresh/{action}", json={})
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "not_found"
+    assert "fresh" not in await queues_by_name(client)
+
+
+async def test_a_queue_a_live_worker_serves_exists_without_jobs(client: Any, start_worker: Any) -> None:
+    await start_worker(queues=("mail",))
+    mail = await queue_info(client, "mail")
+    assert mail["workers"] == 1 and mail["counts"] == dict.fromkeys(STATUSES, 0)
+    assert await pause(client, "mail") == {"name": "mail", "paused": True}
+
+
+async def test_each_queue_says_how_many_live_workers_serve_it(client: Any, start_worker: Any) -> None:
+    await create_job(client, name="nobody runs me", queue="orphaned")
+    assert (await queue_info(client, "orphaned"))["workers"] == 0
+    await start_worker(queues=("orphaned", "default"))
+    await start_worker(queues=("default",))
+    assert (await queue_info(client, "default"))["workers"] == 2
+    assert (await queue_info(client, "orphaned"))["workers"] == 1
+
+
+async def test_deleting_an_empty_queue_removes_it_and_its_settings(client: Any) -> None:
+    job = await create_job(client, name="x", queue="temp")
+    await pause(client, "temp")
+    assert (await client.delete(f"/api/jobs/{job['id']}")).status == 204
+    assert (await client.delete("/api/admin/queues/temp")).status == 204
+    assert "temp" not in await queues_by_name(client)
+    assert (await client.delete("/api/admin/queues/temp")).status == 404
+    # a new job brings it back, without the old settings
+    await create_job(client, name="y", queue="temp")
+    assert (await queue_info(client, "temp"))["paused"] is False
+
+
+async def test_deleting_a_queue_that_holds_jobs_is_409_and_changes_nothing(client: Any) -> None:
+    await create_job(client, name="keep me", queue="busy")
+    response = await client.delete("/api/admin/queues/busy")
+    assert response.status == 409
+    assert (await response.json())["error"]["code"] == "conflict"
+    assert (await queue_info(client, "busy"))["counts"]["waiting"] == 1
 
 
 # -- pause and resume ----------------------------------------------------------------------------
@@ -371,6 +409,7 @@ async def test_retried_job_of_a_paused_queue_waits(client: Any, start_worker: An
 
 
 async def test_pause_and_resume_are_published_on_the_stream(client: Any, redis_client: Any) -> None:
+    await create_job(client, name="makes the queue", queue="mail")
     stream = await open_stream(client, redis_client)
     await pause(client, "mail")
     paused = await stream.next()

@@ -5,7 +5,9 @@ run.py is run for real: its Redis detection, and the whole start command end to 
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import os
 import queue
 import shlex
@@ -20,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -212,33 +215,53 @@ def test_run_py_refuses_a_remote_redis_that_does_not_answer() -> None:
     assert "no Redis answers" in out.stderr
 
 
-def test_run_py_starts_and_stops_everything(tmp_path: Path) -> None:
-    redis_port, http_port = free_port(), free_port()
-    data = tmp_path / "data"
-    env = run_py_env(REDIS_URL=f"redis://localhost:{redis_port}/0", PORT=str(http_port),
-                     HOST="127.0.0.1", JOBLINE_DATA=str(data))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
+class Launched:
+    """`python3 run.py` as a user starts it, its output collected line by line."""
 
-    def pump() -> None:  # keeps the pipe drained; the children log to it too
-        for line in proc.stdout:  # type: ignore[union-attr]
-            output.append(line)
-            lines.put(line)
+    def __init__(self, tmp_path: Path) -> None:
+        self.redis_port, self.http_port = free_port(), free_port()
+        self.data = tmp_path / "data"
+        env = run_py_env(REDIS_URL=f"redis://localhost:{self.redis_port}/0", PORT=str(self.http_port),
+                         HOST="127.0.0.1", JOBLINE_DATA=str(self.data))
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py")], env=env, cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
 
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 240  # first run may pip install
+    def _pump(self) -> None:  # keeps the pipe drained; the children log to it too
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
         while True:
-            assert proc.poll() is None, "run.py exited early:\n" + "".join(output)
-            assert time.monotonic() < deadline, "run.py never said it is running:\n" + "".join(output)
+            assert self.proc.poll() is None, "run.py exited early:\n" + "".join(self.output)
+            assert time.monotonic() < deadline, f"run.py never said {text!r}:\n" + "".join(self.output)
             try:
-                line = lines.get(timeout=0.5)
+                line = self.lines.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if "Jobline is running" in line:
-                break
+            if text in line:
+                return line
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:  # stop it the polite way first: a killed run.py orphans its children
+            self.proc.terminate()
+            try:
+                self.proc.wait(45)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def test_run_py_starts_and_stops_everything(tmp_path: Path) -> None:
+    launched = Launched(tmp_path)
+    proc, lines, output, data = launched.proc, launched.lines, launched.output, launched.data
+    redis_port, http_port = launched.redis_port, launched.http_port
+    try:
+        line = launched.wait_for("Jobline is running", 240)  # first run may pip install
         assert f"http://127.0.0.1:{http_port}/" in line
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as resp:
             assert resp.status == 200
@@ -269,10 +292,91 @@ def test_run_py_starts_and_stops_everything(tmp_path: Path) -> None:
         assert (data / "redis.log").is_file()
         assert any(p.name.startswith("appendonly") for p in data.iterdir()), list(data.iterdir())
     finally:
-        if proc.poll() is None:  # stop it the polite way first: a killed run.py orphans its children
-            proc.terminate()
-            try:
-                proc.wait(45)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        launched.stop()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_puts_running_jobs_back(tmp_path: Path) -> None:
+    launched = Launched(tmp_path)
+    try:
+        launched.wait_for("Jobline is running", 240)
+        base = f"http://127.0.0.1:{launched.http_port}"
+        body = b'{"name": "long", "data": {"steps": 60, "stepMs": 1000}}'
+        create = urllib.request.Request(f"{base}/api/jobs", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(create, timeout=5) as resp:
+            job_id = json.load(resp)["id"]
+        deadline = time.monotonic() + 20
+        while json.load(urllib.request.urlopen(f"{base}/api/jobs/{job_id}", timeout=5))["status"] != "active":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.1)
+
+        launched.proc.send_signal(signal.SIGINT)
+        launched.wait_for("Stopping", 10)
+        second = time.monotonic()
+        launched.proc.send_signal(signal.SIGINT)  # no 25 s grace: now
+        try:
+            code = launched.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("run.py still running 15 s after a second Ctrl-C:\n" + "".join(launched.output)) from None
+        assert code == 0, "".join(launched.output)
+        took = time.monotonic() - second
+        said = "".join(launched.output)
+        assert "Second Ctrl-C" in said
+        assert "put 1 unfinished job(s) of queue default back to waiting" in said, said
+        assert took < 10, took
+    finally:
+        launched.stop()
+
+
+# --- the package --------------------------------------------------------------------------------
+def test_a_users_own_tasks_module_is_not_shadowed_by_jobline(tmp_path: Path, redis_url: str) -> None:
+    """`python worker.py --tasks tasks` with the user's tasks.py in the folder it starts in runs the
+    user's handlers (it once loaded Jobline's own flat `tasks` module instead)."""
+    (tmp_path / "tasks.py").write_text(
+        "async def mine(ctx, data):\n    return 'the user\\'s own handler'\n\nTASKS = {'mine': mine}\n"
+    )
+    import redis as sync_redis
+
+    from jobline.keys import Keys
+
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py"), "--tasks", "tasks", "--redis-url", redis_url],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with sync_redis.Redis.from_url(redis_url, decode_responses=True) as r:
+            deadline = time.monotonic() + 20
+            while not r.zcard(Keys().workers):
+                assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()  # type: ignore[union-attr]
+                time.sleep(0.05)
+        job = asyncio.run(_enqueue_and_wait(redis_url, "mine"))
+        assert job["status"] == "completed", job
+        assert job["result"] == "the user's own handler"
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+async def _enqueue_and_wait(redis_url: str, job_type: str) -> dict[str, Any]:
+    from jobline.client import Client
+
+    async with Client(redis_url) as jobline:
+        job = await jobline.enqueue(job_type, name="whose handler?")
+        return (await jobline.wait(job.id, timeout=20)).to_api()
+
+
+def test_pip_builds_a_wheel_with_the_package_the_lua_and_the_commands(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    [wheel] = tmp_path.glob("jobline-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "jobline/server.py" in names and "jobline/worker.py" in names and "jobline/client.py" in names
+    assert any(n.startswith("jobline/lua/") and n.endswith(".lua") for n in names), names
+    assert any(n.endswith("data/share/jobline/static/index.html") for n in names), names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "jobline-server = jobline.server:main" in entry_points
+    assert "jobline-worker = jobline.worker_main:main" in entry_points

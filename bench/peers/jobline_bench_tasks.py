@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 if TYPE_CHECKING:
-    from jobline.worker import JobContext
+    from jobline.context import JobContext
 
 STAMP_KEY = "bench:start"
 _client: aioredis.Redis | None = None

@@ -1,0 +1,89 @@
+"""Worker liveness, in one place: the registry of workers and their heartbeats, what counts as
+alive, and the reaper that puts the jobs of dead workers back in line.
+
+A worker is alive while its last heartbeat (stamped with the Redis clock, the one every host
+shares) is at most its lease old. One reaper at a time (a `SET NX PX` lock) acts on the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+
+from . import scripts
+from .store import JobStore
+
+log = logging.getLogger("jobline.worker")
+
+DEFAULT_LEASE_MS = 10_000
+MAX_RECOVERIES = 2  # a job recovered from dead workers more than this fails as stalled
+
+
+async def redis_now_ms(client: redis.Redis) -> int:
+    """Now, by the Redis clock."""
+    seconds, micros = await client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def is_live(now_ms: int, last_seen_ms: float, lease_ms: int | None) -> bool:
+    return now_ms - last_seen_ms <= (lease_ms or DEFAULT_LEASE_MS)
+
+
+class Registry:
+    """The workers' registry: a sorted set of ids by last heartbeat, and a hash per worker."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store, self.redis, self.keys = store, store.redis, store.keys
+        self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
+
+    async def heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        await self._heartbeat(
+            keys=[self.keys.workers, self.keys.worker(worker_id)],
+            args=[worker_id, *(item for pair in info.items() for item in pair)],
+        )
+
+    async def deregister(self, worker_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.delete(self.keys.worker(worker_id))
+            await pipe.execute()
+
+    async def live_workers(self) -> list[dict[str, str]]:
+        """The hashes of the workers alive now."""
+        now = await redis_now_ms(self.redis)
+        entries = await self.redis.zrange(self.keys.workers, 0, -1, withscores=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id, _ in entries:
+                pipe.hgetall(self.keys.worker(worker_id))
+            infos = await pipe.execute()
+        return [
+            info
+            for (_, last_seen), info in zip(entries, infos)
+            if info and is_live(now, last_seen, int(info.get("leaseMs", 0)))
+        ]
+
+    async def reap(self, me: str, lease_ms: int, queues: Sequence[str]) -> None:
+        """If no other worker reaps right now: put the jobs of every dead worker back in line, and
+        any job of `queues` left active on a worker that is gone (see store.recover_orphans)."""
+        if not await self.redis.set(self.keys.reaper_lock, me, nx=True, px=max(lease_ms // 5, 100)):
+            return
+        now = await redis_now_ms(self.redis)
+        for worker_id, last_seen in await self.redis.zrange(self.keys.workers, 0, -1, withscores=True):
+            if worker_id == me:
+                continue
+            served, lease = await self.redis.hmget(self.keys.worker(worker_id), ["queues", "leaseMs"])
+            if is_live(now, last_seen, int(lease or lease_ms)):
+                continue
+            recovered = 0
+            for queue in json.loads(served or "[]") or queues:
+                recovered += await self.store.requeue(queue, worker_id, "stalled", MAX_RECOVERIES)
+            await self.deregister(worker_id)
+            log.warning("worker %s is gone (silent for %d ms): recovered %d job(s)", worker_id, now - last_seen, recovered)
+        for queue in queues:
+            orphans = await self.store.recover_orphans(queue, lease_ms, MAX_RECOVERIES)
+            if orphans:
+                log.warning("put back %d job(s) of %s left active on a worker that is gone", orphans, queue)
