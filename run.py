@@ -190,6 +190,17 @@ def start() -> int:
     signal.signal(signal.SIGTERM, interrupt)
     redis_proc: subprocess.Popen[bytes] | None = None
     apps: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def hurry(signum: int, frame: object) -> None:
+        """A second Ctrl-C while stopping: the worker puts its running jobs back to waiting now
+        instead of letting them finish (its own second-signal rule), and exits. Nothing is killed
+        half-way: a killed worker's jobs would wait for a reaper."""
+        print("\n==> Second Ctrl-C: stopping now; running jobs go back to waiting", flush=True)
+        for _, proc in apps:
+            if proc.poll() is None:  # SIGINT, not a second SIGTERM: the kernel merges a pending
+                proc.send_signal(signal.SIGINT)  # signal with one of the same kind
+
+
     code = 0
     try:
         u = urlsplit(redis_url)
@@ -214,13 +225,14 @@ def start() -> int:
             check_alive(apps + ([("redis", redis_proc)] if redis_proc else []))
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\n==> Stopping (the worker gets up to 30 s to finish its jobs)...", flush=True)
+        signal.signal(signal.SIGINT, hurry)  # before saying so: a second Ctrl-C may follow at once
+        print("\n==> Stopping (the worker gets up to 25 s to finish its jobs; Ctrl-C again to put them back"
+              " to waiting now)...", flush=True)
     except LaunchError as exc:
         print(f"\nrun.py: error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
-        # No more interrupts: half-finished shutdowns leave jobs stuck in a processing list.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, hurry)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop(apps, 30)
         if redis_proc:  # only the Redis we started; SIGTERM makes it flush the AOF
