@@ -586,12 +586,13 @@ async def test_html_in_every_field_shows_as_text(client: Any, start_worker: Any,
     await row.locator(".c-name button").click()
     await expect(page.locator("#d-name")).to_have_text(name)
     await expect(page.locator("#d-action")).to_have_text(HTML[3])
-    await expect(page.locator("#d-logs")).to_have_text(HTML[4])
+    await expect(page.locator("#d-logs")).to_contain_text(HTML[4])
     # Failed: the reason in the row, the detail view and the queue panel's recent failures.
     await expect(row.locator(".badge")).to_have_text("failed")
     await expect(row.locator(".c-action")).to_have_text(reason)
     await expect(page.locator("#d-reason")).to_have_text(reason)
-    await expect(page.locator("#d-logs")).to_have_text(HTML[4])
+    await expect(page.locator("#d-logs")).to_contain_text(HTML[4])
+    await expect(page.locator("#d-logs")).to_contain_text(reason)  # each attempt's failure is logged, as text
     failures = queue_item(page).locator(".q-failures")
     await expect(failures.locator(".sum-latest")).to_have_text(f"{name}: {reason}")
     await failures.locator("summary").click()
@@ -1012,4 +1013,255 @@ async def test_detail_view_fetches_the_data_an_event_left_out(client: Any, watch
     assert (await info.value).status == 200
     await expect(page.locator("#d-data")).to_contain_text('"note": "kept"')
     await expect(page.locator("#d-result")).to_have_text("null")
+    watched.assert_clean()
+
+
+# -- a phone, a wide screen, and a queue no worker serves (issue 10) -------------------------------
+PHONE = {"width": 390, "height": 844}
+LONG_QUEUE = "q" * 32 + "-" + "x" * 31  # the longest name a queue may have: 64 characters
+
+# The parts of a job row a user needs, by selector; each must lie inside the viewport's width and
+# inside the job list's own box (nothing hidden off to the side of a scroller).
+ROW_PARTS = ".c-name button, .badge, .bar, .pct, .c-action, .c-attempts, .c-created, .c-actions button"
+OUT_OF_REACH = """([wrap, parts]) => {
+  const box = document.querySelector(wrap).getBoundingClientRect();
+  const right = Math.min(innerWidth, box.right);
+  const out = [];
+  for (const row of document.querySelectorAll('#job-rows > [role=row]')) {
+    for (const node of row.querySelectorAll(parts)) {
+      if (!node.getClientRects().length) continue;  // not rendered (an empty action line)
+      const r = node.getBoundingClientRect();
+      if (r.width === 0 || r.left < box.left - 0.5 || r.right > right + 0.5) {
+        out.push(`${row.dataset.status} ${node.className || node.tagName}: ${r.left.toFixed(0)}..${r.right.toFixed(0)}`);
+      }
+    }
+  }
+  return out;
+}"""
+# Every element whose box reaches past the viewport's right edge (what would make the page scroll sideways).
+PAST_THE_EDGE = """() => [...document.querySelectorAll('body *')]
+  .filter((node) => node.getClientRects().length && node.getBoundingClientRect().right > innerWidth + 0.5
+    && !node.closest('[hidden], .sr-only'))
+  .map((node) => `${node.tagName.toLowerCase()}.${node.className}#${node.id}`).slice(0, 10)"""
+
+# The controls and figures of the form and the panels: each must lie inside its card (a panel clips
+# what overflows it, so "no sideways scroll" alone would not show a control cut off at its edge).
+PANEL_PARTS = (
+    "#create-form input:not([hidden] *), #create-form select:not([hidden] *), #create-form button, "
+    "#queues-card button, #queues-card select, #queues-card .stat, #queues-card code, #workers-card [role=row] > *"
+)
+OUTSIDE_ITS_CARD = """(parts) => [...document.querySelectorAll(parts)]
+  .filter((node) => node.getClientRects().length)
+  .filter((node) => {
+    const card = node.closest('.card').getBoundingClientRect();
+    const r = node.getBoundingClientRect();
+    return r.left < card.left - 0.5 || r.right > Math.min(card.right, innerWidth) + 0.5;
+  })
+  .map((node) => `${node.tagName.toLowerCase()}.${node.className} ${node.textContent.slice(0, 30)}`)"""
+
+
+async def settled(page: Page) -> None:
+    """Two frames: rows just scrolled into view are drawn (they skip rendering off screen)."""
+    await page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+async def no_sideways_scroll(page: Page) -> None:
+    widths = await page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}; past the edge: {await page.evaluate(PAST_THE_EDGE)}"
+
+
+async def test_phone_job_rows_show_every_part_and_their_buttons_work(
+    client: Any, start_worker: Any, watched: Watched
+) -> None:
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    await start_worker(concurrency=1)  # one slot: with the long job running, the next one waits
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    failed = await create_job(
+        client, name="Flaky scrape", type="fail", maxAttempts=1, data={"message": "net::ERR_CONNECTION_RESET"}
+    )
+    await expect(row_of(page, failed["id"]).locator(".badge")).to_have_text("failed")
+    active = await create_job(client, name="Crawl the whole documentation site, every page", type="block")
+    await expect(row_of(page, active["id"]).locator(".badge")).to_have_text("active")
+    waiting = await create_job(client, name="Send the weekly digest", type="noop")
+    delayed = await create_job(client, name="Nightly report", type="noop", delayMs=3_600_000, priority="high")
+    await expect(row_of(page, waiting["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(row_of(page, delayed["id"]).locator(".c-actions button")).to_have_text(["Promote", "Cancel", "Delete"])
+    await expect(row_of(page, active["id"]).locator(".c-action")).to_have_text("blocking")
+
+    # Every part of every row, the buttons included, lies within the screen's width: no sideways scrolling.
+    assert await page.evaluate(OUT_OF_REACH, ["#jobs-card .table-wrap", ROW_PARTS]) == []
+    assert await page.evaluate(
+        "(() => { const w = document.querySelector('#jobs-card .table-wrap'); return w.scrollWidth <= w.clientWidth; })()"
+    )
+    await row_of(page, delayed["id"]).scroll_into_view_if_needed()
+    await page.mouse.move(0, 0)
+    await settled(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-phone.png", animations="disabled", full_page=True)
+
+    # A row's button does what it says: cancel the waiting job.
+    waiting_row = row_of(page, waiting["id"])
+    cancel = waiting_row.locator('button[data-act="cancel"]')
+    await cancel.scroll_into_view_if_needed()
+    box = await cancel.bounding_box()
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= PHONE["width"], box
+    await cancel.click()
+    await expect(waiting_row.locator(".badge")).to_have_text("cancelled")
+    await expect(waiting_row.locator(".c-actions button")).to_have_text(["Retry", "Delete"])
+    assert await page.evaluate(OUT_OF_REACH, ["#jobs-card .table-wrap", ROW_PARTS]) == []
+    await no_sideways_scroll(page)
+    assert (await client.post(f"/api/jobs/{active['id']}/cancel", json={})).status == 200  # quick worker stop
+    watched.assert_clean()
+
+
+async def test_phone_filter_chips_are_all_in_reach_and_filter(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    waiting = await create_job(client, name="Waits for a worker", type="noop")  # no worker: waits
+    cancelled = await create_job(client, name="Changed my mind", type="noop")
+    assert (await client.post(f"/api/jobs/{cancelled['id']}/cancel", json={})).status == 200
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(page.locator("#total")).to_have_text("2 jobs")
+
+    chips = page.locator("#filter button")
+    await expect(chips).to_have_text(["All", "Waiting", "Delayed", "Active", "Completed", "Failed", "Cancelled"])
+    await page.locator("#filter").scroll_into_view_if_needed()
+    for i in range(await chips.count()):  # all at once, each whole: none is cut at the edge or scrolled away
+        await expect(chips.nth(i)).to_be_in_viewport(ratio=1)
+    await chips.filter(has_text="Cancelled").click()
+    await expect(page.locator("#job-rows > [role=row]")).to_have_count(1)
+    await expect(row_of(page, cancelled["id"]).locator(".badge")).to_have_text("cancelled")
+    await expect(chips.filter(has_text="Cancelled")).to_have_attribute("aria-pressed", "true")
+    await expect(page.locator("#total")).to_have_text("1 cancelled")
+    await chips.filter(has_text="All").click()
+    await expect(row_of(page, waiting["id"]).locator(".badge")).to_have_text("waiting")
+    await no_sideways_scroll(page)
+    watched.assert_clean()
+
+
+async def test_phone_page_never_scrolls_sideways(client: Any, start_worker: Any, watched: Watched) -> None:
+    """The create form, both panels, the bulk bar, a clean confirmation, long names and the detail
+    view: none of them is wider than a phone."""
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    await start_worker(queues=("default", LONG_QUEUE))
+    long_name = "A job whose name goes on and on: " + "crawl-every-page-of-the-documentation-site-" * 3
+    jobs = [
+        await create_job(client, name=long_name, type="noop", queue=LONG_QUEUE, delayMs=3_600_000),
+        await create_job(client, name="Flaky scrape", type="fail", maxAttempts=1, data={"message": "x" * 300}),
+        await create_job(client, name="Digest", type="noop", queue="emails"),  # no worker serves it
+    ]
+    assert (await client.post("/api/admin/queues/emails/pause", json={})).status == 200
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(row_of(page, jobs[1]["id"]).locator(".badge")).to_have_text("failed")
+    await expect(queue_item(page, LONG_QUEUE)).to_be_visible()
+    await expect(queue_item(page, "emails").locator(".q-state")).to_have_text("paused")
+    await expect(page.locator("#worker-rows > [role=row]")).to_have_count(1)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_ITS_CARD, PANEL_PARTS) == []
+
+    await queue_item(page).locator('button[data-qact="clean"]').click()  # the clean confirmation
+    await expect(queue_item(page).locator(".q-confirm")).to_be_visible()
+    for job in jobs[:2]:  # the bulk bar
+        await row_of(page, job["id"]).locator("input.row-check").check()
+    await expect(page.locator("#bulk")).to_be_visible()
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_ITS_CARD, PANEL_PARTS) == []
+    await settled(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-phone-panels.png", animations="disabled", full_page=True)
+
+    await row_of(page, jobs[0]["id"]).locator(".c-name button").click()  # the detail view
+    await expect(page.locator("#d-name")).to_have_text(long_name)
+    await no_sideways_scroll(page)
+    watched.assert_clean()
+
+
+async def test_wide_screen_shows_short_queue_names_whole(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.set_viewport_size({"width": 1400, "height": 900})
+    for queue in ("default", "emails", LONG_QUEUE):
+        await create_job(client, name=f"On {queue}", type="noop", queue=queue)  # no worker: they wait
+    assert (await client.post("/api/admin/queues/emails/pause", json={})).status == 200
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(count_of(queue_item(page, LONG_QUEUE), "waiting")).to_have_text("1")
+    await expect(queue_item(page, "emails").locator(".q-state")).to_have_text("paused")
+
+    whole = "label => label.scrollWidth <= label.clientWidth"
+    for queue in ("default", "emails"):
+        label = queue_item(page, queue).locator(".q-label")
+        await expect(label).to_have_text(queue)
+        await expect(label).to_have_attribute("title", queue)
+        assert await label.evaluate(whole), f"{queue} is cut"
+    # A 64-character name may be shortened, but it keeps to its panel and names itself in full.
+    long_label = queue_item(page, LONG_QUEUE).locator(".q-label")
+    await expect(long_label).to_have_attribute("title", LONG_QUEUE)
+    panel = await page.locator("#queues-card").bounding_box()
+    label_box = await long_label.bounding_box()
+    assert panel and label_box and label_box["x"] + label_box["width"] <= panel["x"] + panel["width"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-1400.png", animations="disabled")
+    watched.assert_clean()
+
+
+def no_worker_hint(page: Page, queue: str) -> Locator:
+    return queue_item(page, queue).locator(".q-noworker")
+
+
+async def test_queue_panel_says_when_no_worker_serves_a_queue(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    first = await create_job(client, name="Send digest 1", type="block", queue="emails")  # no worker: waits
+    second = await create_job(client, name="Send digest 2", type="block", queue="emails")
+    idle = await create_job(client, name="Nothing left to run", type="noop")
+    assert (await client.post(f"/api/jobs/{idle['id']}/cancel", json={})).status == 200
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    hint = no_worker_hint(page, "emails")
+    await expect(hint).to_be_visible()
+    await expect(hint).to_contain_text("No worker serves this queue")
+    await expect(hint).to_contain_text("python worker.py --queue emails")
+    await expect(row_of(page, second["id"]).locator(".c-action")).to_have_text("no worker serves emails")
+    await expect(count_of(queue_item(page), "cancelled")).to_have_text("1")
+    await expect(no_worker_hint(page, "default")).to_be_hidden()  # nothing waits on it
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-no-worker.png", animations="disabled")
+
+    # A worker for "emails", one slot: the first job runs, the second still waits, and no hint is left.
+    await start_worker(queues=("emails",), concurrency=1)
+    await expect(row_of(page, first["id"]).locator(".badge")).to_have_text("active")
+    await expect(hint).to_be_hidden()  # by the panel's next refresh
+    await expect(count_of(queue_item(page, "emails"), "waiting")).to_have_text("1")
+    await expect(row_of(page, second["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(row_of(page, second["id"]).locator(".c-action")).to_have_text("—")
+    for job in (first, second):  # quick worker stop
+        assert (await client.post(f"/api/jobs/{job['id']}/cancel", json={})).status == 200
+    watched.assert_clean()
+
+
+async def test_queue_panel_shows_no_hint_when_the_server_does_not_count_workers(
+    client: Any, watched: Watched
+) -> None:
+    """A server without the `workers` field (an older one): unknown, so no hint, rather than a wrong one."""
+    page = watched.page
+
+    async def without_workers(route: Any) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        for queue in body["queues"]:
+            queue.pop("workers", None)
+        await route.fulfill(response=response, json=body)
+
+    await page.route("**/api/admin/queues", without_workers)
+    job = await create_job(client, name="Send digest", type="noop", queue="emails")  # no worker: waits
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(count_of(queue_item(page, "emails"), "waiting")).to_have_text("1")
+    await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+    await expect(no_worker_hint(page, "emails")).to_be_hidden()
+    await expect(row_of(page, job["id"]).locator(".c-action")).to_have_text("—")
     watched.assert_clean()
