@@ -767,3 +767,10 @@ async def test_event_json_matches_api_for_an_active_job_with_an_action(
     api_job = await assert_event_matches_api(client, redis_client, job["id"])
     assert api_job["status"] == "active" and api_job["progress"] == 1 and api_job["action"] == "blocking"
     assert (await action(client, job["id"], "cancel")).status == 200  # and the worker stops it
+
+
+async def test_a_missing_job_is_404_naming_its_id(client: Any) -> None:
+    response = await client.get("/api/jobs/no-such-job-42")
+    assert response.status == 404
+    error = (await response.json())["error"]
+    assert error["code"] == "not_found" and "no-such-job-42" in error["message"]
