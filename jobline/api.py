@@ -34,8 +34,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     job_id = v.check_job_id(request.match_info["id"])
-    job, logs = await request.app[STORE].get(job_id, with_logs=True)
-    return job_response(job, logs=logs)
+    job, logs, events = await request.app[STORE].get_full(job_id)
+    return web.json_response(job.to_api(logs, events))
 
 
 async def delete_job(request: web.Request) -> web.Response:

@@ -60,6 +60,10 @@ class Keys:
     def job_logs(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:logs"
 
+    def job_events(self, job_id: str) -> str:
+        """List of the job's custom events (ctx.emit) as JSON, newest last, capped."""
+        return f"{self.prefix}:job:{job_id}:events"
+
     def job_channel(self, job_id: str) -> str:
         return f"{self.job(job_id)}:progress"
 

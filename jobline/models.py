@@ -35,6 +35,9 @@ DEFAULT_BACKOFF_MS = 1000
 DEFAULT_MAX_BACKOFF_MS = 3_600_000  # a retry never waits longer than this (scripts.FAIL)
 LOG_CAP = 1000  # lines kept per job, newest last
 LOG_LINE_MAX = 2000  # characters per log line
+EVENTS_CAP = 100  # custom events (ctx.emit) kept per job, newest last
+STATE_MAX_BYTES = 64 * 1024  # a saved state, JSON-encoded
+EVENT_DATA_MAX_BYTES = 16 * 1024  # a custom event's data, JSON-encoded
 ACTION_MAX = 500  # characters of the current step's text
 REASON_MAX = 2000  # characters of a failure's reason
 
@@ -71,6 +74,8 @@ class Job:
     result: Any = None
     worker_id: str | None = None
     rev: int = 0
+    # The handler's saved checkpoint (ctx.save_state): only the single-job view shows it.
+    state: dict[str, Any] | None = field(default=None, metadata={"api": False})
     # Internal bookkeeping, stored but not shown by the API:
     recoveries: int = field(default=0, metadata={"api": False})  # times its worker was lost under it
     token: int = field(default=0, metadata={"api": False})  # lease fence: grows with every claim
@@ -107,13 +112,17 @@ class Job:
         kwargs["priority"] = Priority(kwargs.get("priority", Priority.NORMAL))
         return cls(**kwargs)
 
-    def to_api(self, logs: list[str] | None = None) -> dict[str, Any]:
+    def to_api(self, logs: list[str] | None = None, events: list[Any] | None = None) -> dict[str, Any]:
+        """The API's job; with `logs` (and `events`), the single-job view, which also shows the
+        saved state."""
         out: dict[str, Any] = {}
         for name in API_FIELDS:
             value = getattr(self, _FIELD_ATTRS[name])
             out[name] = value.value if isinstance(value, Enum) else value
         if logs is not None:
             out["logs"] = logs
+            out["events"] = events or []
+            out["state"] = self.state or {}
         return out
 
 
@@ -130,7 +139,9 @@ _FIELD_ATTRS: dict[str, str] = {_camel(f.name): f.name for f in fields(Job)}
 _INT_FIELDS = frozenset(
     {_camel(f.name) for f in fields(Job) if _HINTS[f.name] in (int, int | None)} | {"seq"}  # seq: hash only
 )
-_JSON_FIELDS = frozenset(_camel(f.name) for f in fields(Job) if _HINTS[f.name] in (Any, dict[str, Any]))
+_JSON_FIELDS = frozenset(
+    _camel(f.name) for f in fields(Job) if _HINTS[f.name] in (Any, dict[str, Any], dict[str, Any] | None)
+)
 # The API's job fields, in order. scripts.py builds the same JSON in Lua for events; a test holds
 # the two to the same output.
 API_FIELDS: tuple[str, ...] = tuple(_camel(f.name) for f in fields(Job) if f.metadata.get("api", True))

@@ -114,6 +114,22 @@ SCHEMAS: dict[str, Any] = {
             "workerId": _NULL_STR,
             "rev": {"type": "integer", "minimum": 1},
             "logs": {"type": "array", "items": {"type": "string"}, "description": "Only in the single-job view."},
+            "events": {
+                "type": "array",
+                "description": "Only in the single-job view: the handler's custom events (ctx.emit), newest last, at most 100.",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "data": {}, "at": {"type": "integer"}},
+                },
+            },
+            "state": {
+                "type": "object",
+                "description": "Only in the single-job view: the handler's saved checkpoint (ctx.save_state), {} at first.",
+            },
+            "dataOmitted": {
+                "type": "boolean",
+                "description": "Only in stream events: data and result were left out (over 4 KiB); the single-job view has them.",
+            },
         },
     },
     "NewJob": {

@@ -108,6 +108,7 @@ def load(name: str, root: Path = LUA_DIR, constants: Mapping[str, str] = CONSTAN
 ENQUEUE = load("enqueue")
 CLAIM = load("claim")
 UPDATE = load("update")
+EMIT = load("emit")
 COMPLETE = load("complete")
 FAIL = load("fail")
 REQUEUE = load("requeue")

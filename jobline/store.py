@@ -15,7 +15,7 @@ import redis.asyncio as redis
 
 from . import scripts
 from .keys import Keys
-from .models import ACTION_MAX, LOG_CAP, LOG_LINE_MAX, REASON_MAX, Job, NewJob, Priority, Status, new_job_id
+from .models import ACTION_MAX, EVENTS_CAP, Job, LOG_CAP, LOG_LINE_MAX, NewJob, Priority, REASON_MAX, Status, new_job_id
 
 
 class JobNotFound(LookupError):
@@ -28,6 +28,10 @@ class JobStateConflict(Exception):
     def __init__(self, action: str, status: str) -> None:
         super().__init__(f"cannot {action} a job that is {status}")
         self.status = status
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -46,6 +50,7 @@ class JobStore:
         self._enqueue = register(scripts.ENQUEUE)
         self._claim = register(scripts.CLAIM)
         self._update = register(scripts.UPDATE)
+        self._emit = register(scripts.EMIT)
         self._complete = register(scripts.COMPLETE)
         self._fail = register(scripts.FAIL)
         self._requeue = register(scripts.REQUEUE)
@@ -84,14 +89,25 @@ class JobStore:
         return Job.from_redis(_pairs(flat))
 
     async def get(self, job_id: str, with_logs: bool = False) -> tuple[Job, list[str]]:
+        job, logs, _ = await self.get_full(job_id) if with_logs else (await self._get(job_id), [], [])
+        return job, logs
+
+    async def _get(self, job_id: str) -> Job:
+        found = await self.redis.hgetall(self.keys.job(job_id))
+        if not found:
+            raise JobNotFound(job_id)
+        return Job.from_redis(found)
+
+    async def get_full(self, job_id: str) -> tuple[Job, list[str], list[dict[str, Any]]]:
+        """The job, its log lines and its custom events, read together."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.job(job_id))
-            if with_logs:
-                pipe.lrange(self.keys.job_logs(job_id), 0, -1)
-            replies = await pipe.execute()
-        if not replies[0]:
+            pipe.lrange(self.keys.job_logs(job_id), 0, -1)
+            pipe.lrange(self.keys.job_events(job_id), 0, -1)
+            found, logs, events = await pipe.execute()
+        if not found:
             raise JobNotFound(job_id)
-        return Job.from_redis(replies[0]), (replies[1] if with_logs else [])
+        return Job.from_redis(found), logs, [json.loads(e) for e in events]
 
     async def list(
         self,
@@ -170,7 +186,7 @@ class JobStore:
         if action == "delete":
             keys += [
                 k.job_logs(job_id), k.all_jobs, k.queue_jobs(queue), k.type_index(job_type),
-                k.processing(queue, worker_id),
+                k.processing(queue, worker_id), k.job_events(job_id),
             ]  # fmt: skip
             return self._delete, keys, [*args, *stops_worker]
         script = {"retry": self._retry, "promote": self._promote, "priority": self._set_priority}[action]
@@ -227,8 +243,10 @@ class JobStore:
         progress: int | None = None,
         action: str | None = None,
         log: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> bool:
-        """Progress, action and/or a log line, published as one change. False: lease lost."""
+        """Progress, action, a log line and/or the saved state, published as one change. False:
+        the lease was lost."""
         k = self.keys
         applied = await self._update(
             keys=[k.events, k.job(job.id), k.job_logs(job.id)],
@@ -237,7 +255,18 @@ class JobStore:
                 "" if progress is None else progress,
                 "0" if action is None else "1", (action or "")[:ACTION_MAX],
                 "0" if log is None else "1", (log or "")[:LOG_LINE_MAX], LOG_CAP,
+                "0" if state is None else "1", "" if state is None else _compact(state),
             ],  # fmt: skip
+        )
+        return applied == 1
+
+    async def emit(self, job: Job, name: str, data: Any = None) -> bool:
+        """A custom event of the job's handler: kept with the job, sent on the streams. False: the
+        lease was lost."""
+        k = self.keys
+        applied = await self._emit(
+            keys=[k.events, k.job(job.id), k.job_events(job.id)],
+            args=[k.job_channel(job.id), job.worker_id or "", job.token, name, _compact(data), EVENTS_CAP],
         )
         return applied == 1
 

@@ -55,7 +55,8 @@ async def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 def without_logs(job: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in job.items() if k != "logs"}
+    """The job as lists and events show it: without what only the single-job view has."""
+    return {k: v for k, v in job.items() if k not in ("logs", "events", "state")}
 
 
 def now_ms() -> int:
