@@ -2,19 +2,24 @@
 alive, and the reaper that puts the jobs of dead workers back in line.
 
 A worker is alive while its last heartbeat (stamped with the Redis clock, the one every host
-shares) is at most its lease old. One reaper at a time (a `SET NX PX` lock) acts on the others.
+shares) is at most its lease old. The heartbeat beats in a thread of its own, on a connection of
+its own, so a handler that blocks the event loop does not stop it; a frozen or killed process
+does. One reaper at a time (a `SET NX PX` lock) acts on the others.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+import redis as sync_redis
 import redis.asyncio as redis
 
 from . import scripts
+from .keys import Keys
 from .store import JobStore
 
 log = logging.getLogger("jobline.worker")
@@ -31,6 +36,44 @@ async def redis_now_ms(client: redis.Redis) -> int:
 
 def is_live(now_ms: int, last_seen_ms: float, lease_ms: int | None) -> bool:
     return now_ms - last_seen_ms <= (lease_ms or DEFAULT_LEASE_MS)
+
+
+class HeartbeatThread:
+    """Beats every `interval_s` from its own thread with a synchronous client of its own, until
+    `stop()`; the first beat (registration) is the worker's own."""
+
+    def __init__(self, redis_url: str, keys: Keys, worker_id: str, info: dict[str, Any], interval_s: float) -> None:
+        self.interval_s = interval_s
+        # A stalled reply must not outlast the lease: give up on it and beat again.
+        timeout = max(interval_s, 1.0)
+        self._client = sync_redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._script = self._client.register_script(scripts.HEARTBEAT)
+        self._keys = [keys.workers, keys.worker(worker_id)]
+        self._args = [worker_id, *(item for pair in info.items() for item in pair)]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"jobline-heartbeat-{worker_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No beat after this returns (blocks until a beat in flight ends)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._client.close()
+
+    def beat(self) -> None:
+        self._script(keys=self._keys, args=self._args)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            try:
+                self.beat()
+            except Exception as error:  # noqa: BLE001  (this thread must outlive any one failure)
+                log.warning("heartbeat failed: %s", error)
 
 
 class Registry:

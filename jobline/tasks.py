@@ -1,7 +1,10 @@
-"""Built-in job handlers. A handler is `async def handler(ctx, data) -> JSON-able result`.
+"""Built-in job handlers, and loading the user's. A handler is `handler(ctx, data) -> JSON-able
+result`, an `async def` or a plain `def` (run in a thread, with ctx methods as plain calls).
 
-`ctx.progress(percent, action, log=None)` publishes progress, `ctx.log(text)` appends a log line and
-`ctx.job` is the job. Raise to fail the attempt (it is retried with backoff until maxAttempts).
+`ctx.progress(percent, action, log=None)` publishes progress, `ctx.log(text)` appends a log line,
+`ctx.save_state(obj)` saves a checkpoint the next attempt starts with (`ctx.state`), `ctx.emit(name,
+data)` sends a custom event, and `ctx.job` is the job. Raise to fail the attempt (it is retried with
+backoff until maxAttempts).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .context import JobContext
 
-Handler = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Any, dict[str, Any]], Awaitable[Any] | Any]  # async, or plain (run in a thread)
 
 WEB_AGENT_ACTIONS = (
     "Navigating to page",
@@ -43,6 +46,9 @@ def _number(data: dict[str, Any], field: str, default: float, low: float, high: 
     return value
 
 
+SCREENSHOT = "Taking screenshot"
+
+
 async def demo(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     """A "web agent": `steps` actions of `stepMs` each, progress after every step."""
     steps = int(_number(data, "steps", 10, 1, 1000))  # validation.MAX_DEMO_STEPS
@@ -57,6 +63,8 @@ async def demo(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
         if step == fail_at or (fail_rate and random.random() < fail_rate):
             raise DemoFailure(f"{action} failed at step {step} of {steps}")
         await ctx.progress(step * 100 // steps, action, log=f"step {step}/{steps}: {action}")
+        if action == SCREENSHOT:  # a custom event: the dashboard's detail view shows a timeline
+            await ctx.emit("screenshot", {"step": step, "url": f"https://example.com/shots/{step}.png"})
     return {"steps": steps, "message": f"completed {steps} web-agent steps"}
 
 
@@ -76,7 +84,9 @@ TASKS: dict[str, Handler] = {"demo": demo, "noop": noop, "sleep": sleep}
 
 
 def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
-    """Built-in tasks, then each module's `TASKS` dict or else its public async functions."""
+    """Built-in tasks, then each module's `TASKS` dict or else its public functions defined in it.
+    A handler may be `async def` (run on the worker's event loop) or a plain `def` (run in a
+    thread, see threads.py); TASKS may hold either."""
     handlers = dict(TASKS)
     for name in modules:
         module = importlib.import_module(name)
@@ -85,9 +95,10 @@ def load_handlers(modules: Sequence[str]) -> dict[str, Handler]:
             found = {
                 fn_name: fn
                 for fn_name, fn in vars(module).items()
-                if not fn_name.startswith("_")
-                and inspect.iscoroutinefunction(fn)
-                and fn.__module__ == module.__name__
+                if not fn_name.startswith("_") and inspect.isfunction(fn) and fn.__module__ == module.__name__
             }
+        for task, fn in found.items():
+            if not callable(fn):
+                raise TypeError(f"{name}.TASKS[{task!r}] is not a function")
         handlers.update(found)
     return handlers

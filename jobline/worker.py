@@ -27,8 +27,9 @@ from .models import Job, now_ms
 from .connections import connect, durability_warnings
 from .store import JobStore
 from .context import JobContext, JobTimedOut
-from .liveness import DEFAULT_LEASE_MS, Registry
+from .liveness import DEFAULT_LEASE_MS, HeartbeatThread, Registry
 from .tasks import Handler
+from .threads import HandlerThreads, is_async
 
 log = logging.getLogger("jobline.worker")
 
@@ -78,6 +79,7 @@ class Worker:
         self._executors: set[asyncio.Task[None]] = set()
         self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
         self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._threads = HandlerThreads(self.settings.concurrency)  # for plain `def` handlers
         self._stopping = asyncio.Event()  # claim nothing new
         self._closed = asyncio.Event()  # background duties end
         self._started_at = now_ms()
@@ -97,10 +99,14 @@ class Worker:
             for warning in await durability_warnings(self.redis):
                 log.warning(warning)
         log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
+        # The heartbeat has a thread and a connection of its own: a handler that blocks the event
+        # loop must not make this worker look dead (a frozen or killed process still does).
+        heart = HeartbeatThread(s.redis_url, self.keys, self.id, self._info(), s.lease_ms / 5000)
+        heart.start()
         # Background duties run until the very end (the heartbeat must go on while jobs drain) and
         # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
         background = [
-            asyncio.create_task(self._every(s.lease_ms / 5000, self._heartbeat)),
+            asyncio.create_task(self._every(s.lease_ms / 5000, self._check_leases)),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
@@ -114,6 +120,7 @@ class Worker:
         finally:
             self._closed.set()
             await self._finish(*background, timeout=5)
+            await asyncio.to_thread(heart.stop)
             if clean:  # else our heartbeat lapses and a reaper recovers what we could not put back
                 await self._deregister()
             if self._own_client:
@@ -125,7 +132,7 @@ class Worker:
         delay = 0.1
         while not self._stopping.is_set():
             try:
-                await self._heartbeat()
+                await self.registry.heartbeat(self.id, self._info())
                 await self.redis.sadd(self.keys.queues, *self.settings.queues)  # listed even before a job
                 return True
             except REDIS_ERRORS as error:
@@ -280,27 +287,28 @@ class Worker:
         return claimed[0] if claimed else None
 
     async def _call(self, handler: Handler, job: Job) -> Any:
+        """An `async def` handler runs on the loop; a plain one in a thread (see threads.py)."""
         ctx = JobContext(job, self)
+        run = handler(ctx, job.data) if is_async(handler) else self._threads.run(handler, ctx, job.data)
         if not job.timeout_ms:
-            return await handler(ctx, job.data)
+            return await run
         timeout = asyncio.timeout(job.timeout_ms / 1000)
         try:
             async with timeout:
-                return await handler(ctx, job.data)
+                return await run
         except TimeoutError:
             if timeout.expired():
                 raise JobTimedOut() from None
             raise
 
     # -- background duties -------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
+    def _info(self) -> dict[str, Any]:
+        """What every heartbeat writes into this worker's hash."""
         s = self.settings
-        info = {
+        return {
             "id": self.id, "host": self.host, "pid": os.getpid(), "queues": json.dumps(list(s.queues)),
             "concurrency": s.concurrency, "startedAt": self._started_at, "leaseMs": s.lease_ms,
         }  # fmt: skip
-        await self.registry.heartbeat(self.id, info)
-        await self._check_leases()
 
     async def _check_leases(self) -> None:
         """Stop jobs this worker no longer holds (cancelled while a control message was missed), and

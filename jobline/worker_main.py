@@ -23,7 +23,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
     parser.add_argument("--queue", action="append", dest="queues", help="queue to serve; repeatable (env JOBLINE_QUEUES, comma-separated; default: default)")
     parser.add_argument("--concurrency", type=int, default=int(env.get("JOBLINE_CONCURRENCY", 5)), help="jobs run at once (env JOBLINE_CONCURRENCY; default 5)")
     parser.add_argument("--redis-url", default=env.get("REDIS_URL", WorkerSettings.redis_url), help="Redis URL (env REDIS_URL)")
-    parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (TASKS dict or async functions); repeatable (env JOBLINE_TASKS, comma-separated)")
+    parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (a TASKS dict, else its public functions, async or plain); repeatable (env JOBLINE_TASKS, comma-separated)")
     parser.add_argument("--lease-ms", type=int, default=int(env.get("JOBLINE_LEASE_MS", WorkerSettings.lease_ms)), help="silence after which a worker counts as dead and its jobs are recovered (env JOBLINE_LEASE_MS; default 10000)")
     parser.add_argument("--grace", type=float, default=float(env.get("JOBLINE_GRACE_S", WorkerSettings.grace_s)), help="seconds active jobs may finish on SIGTERM (env JOBLINE_GRACE_S; default 25)")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""A task module without a TASKS dict: its public async functions are its handlers."""
+"""A task module without a TASKS dict: its public functions, async or plain, are its handlers."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ async def _private_helper(ctx: Any, data: dict[str, Any]) -> None:
     """Leading underscore: not a handler."""
 
 
-def sync_function(ctx: Any, data: dict[str, Any]) -> None:
-    """Not async: not a handler."""
+def whisper(ctx: Any, data: dict[str, Any]) -> str:
+    """A plain function: a handler too, run in a thread."""
+    return str(data.get("text", "")).lower()
 
 
 NOT_A_FUNCTION = "just a constant"

@@ -570,9 +570,10 @@ def test_load_handlers_without_modules_gives_the_builtins() -> None:
     assert load_handlers([]) == tasks.TASKS
 
 
-def test_load_handlers_of_a_module_without_tasks_takes_its_public_async_functions() -> None:
+def test_load_handlers_of_a_module_without_tasks_takes_its_public_functions() -> None:
     handlers = load_handlers(["tests.plain_handlers"])
-    assert set(handlers) == set(tasks.TASKS) | {"greet", "shout"}
+    assert set(handlers) == set(tasks.TASKS) | {"greet", "shout", "whisper"}
+    assert handlers["whisper"] is tests.plain_handlers.whisper
     assert handlers["greet"] is tests.plain_handlers.greet
     assert handlers["shout"] is tests.plain_handlers.shout
 
