@@ -1265,3 +1265,209 @@ async def test_queue_panel_shows_no_hint_when_the_server_does_not_count_workers(
     await expect(no_worker_hint(page, "emails")).to_be_hidden()
     await expect(row_of(page, job["id"]).locator(".c-action")).to_have_text("—")
     watched.assert_clean()
+
+
+# -- the detail view's timeline and saved state (issue 16) -----------------------------------------
+TIMELINE = "#d-timeline > li"
+# No handler can emit this name (names are [A-Za-z0-9_.:-]); a buggy or newer server might send it.
+HTML_EVENT_NAME = "<img src=x onerror=alert(9)>"
+
+
+def compact(value: Any) -> str:
+    """JSON as the page shows it: compact, as JSON.stringify writes it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def publish_custom_event(redis_client: Any, job_id: str, name: str, data: Any, at: int) -> str:
+    """A `job-event` as ctx.emit sends one: into the event log, then published; returns its stream id.
+    (Only the stream's part: the job's own `events` list is left alone.)"""
+    from jobline.keys import Keys
+
+    keys = Keys()
+    payload = json.dumps({"jobId": job_id, "name": name, "data": data, "at": at})
+    event_id = await redis_client.xadd(keys.events, {"e": "job-event", "d": payload})
+    await redis_client.publish(keys.job_channel(job_id), f"{event_id}\njob-event\n{payload}")
+    return event_id
+
+
+def single_job_view_with(fields: dict[str, Any]) -> Any:
+    """A route handler: the real single-job answer with `fields` (read at each request) put over it."""
+
+    async def handle(route: Any) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        body.update(fields)
+        await route.fulfill(response=response, json=body)
+
+    return handle
+
+
+async def test_detail_timeline_shows_custom_events_live_and_once(
+    client: Any, redis_client: Any, watched: Watched
+) -> None:
+    """Events arrive on the stream while the view is open; loads of the job (its `events`) overlap them
+    both ways; none shows twice, and every name and value is text."""
+    page = watched.page
+    job = await create_job(client, name="Check pricing page", type="noop")  # no worker: it waits, unchanged
+    other = await create_job(client, name="Another job", type="noop")
+    served: dict[str, Any] = {"events": [], "state": {}}  # what its single-job view answers, from here on
+    await page.route(f"**/api/jobs/{job['id']}", single_job_view_with(served))
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    list_loads = len(watched.list_requests)
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text("Check pricing page")
+    await expect(page.locator("#d-timeline-empty")).to_have_text("No events yet.")
+    await expect(page.locator("#d-state")).to_have_text("none")
+    timeline = page.locator(TIMELINE)
+
+    # Live, in order, as text; another job's event is not this job's.
+    at = int(time.time() * 1000)
+    sent = [
+        {"name": "screenshot", "data": {"step": 1, "url": "https://example.com/pricing"}, "at": at},
+        {"name": HTML_EVENT_NAME, "data": {"html": "<b>bold</b><img src=y onerror=alert(10)>"}, "at": at + 5},
+        {"name": "checked", "data": None, "at": at + 9},
+    ]
+    for event in sent:
+        await publish_custom_event(redis_client, job["id"], **event)
+    await publish_custom_event(redis_client, other["id"], "elsewhere", {"n": 1}, at)
+    await expect(timeline.locator(".t-name")).to_have_text([e["name"] for e in sent])
+    await expect(timeline.locator(".t-data")).to_have_text([compact(e["data"]) for e in sent])
+    await expect(page.locator("#d-timeline-count")).to_have_text("3")
+    await expect(page.locator("#d-timeline-empty")).to_be_hidden()
+    await timeline.evaluate_all("items => items.forEach((item) => { item.__kept = true; })")
+
+    # A reload of the view (a job event for it) whose `events` holds them and one more, not yet seen
+    # live: shown once each, the three drawn before untouched. The saved state comes with the reload.
+    late = {"name": "screenshot", "data": {"step": 2, "url": "https://example.com/checkout"}, "at": at + 20}
+    served.update(events=[*sent, late], state={"step": 2, "note": "<i>resume here</i>"})
+    patched = await client.patch(f"/api/jobs/{job['id']}", json={"priority": "high"})
+    assert patched.status == 200, await patched.text()
+    await expect(page.locator("#d-state")).to_have_text(compact(served["state"]))
+    await expect(timeline.locator(".t-name")).to_have_text([e["name"] for e in [*sent, late]])
+    assert await timeline.evaluate_all("items => items.map((item) => !!item.__kept)") == [True, True, True, False]
+    # ...then its live copy arrives, and one more after it: the copy adds nothing.
+    after = {"name": "extracted", "data": {"rows": 12}, "at": at + 30}
+    await publish_custom_event(redis_client, job["id"], **late)
+    await publish_custom_event(redis_client, job["id"], **after)
+    await expect(timeline.locator(".t-data")).to_have_text([compact(e["data"]) for e in [*sent, late, after]])
+
+    # An event that comes live while a reload is on its way, which read the job before it: kept.
+    held: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    served["events"] = [*sent, late, after]
+
+    async def hold(route: Any) -> None:
+        if not held.done():
+            held.set_result(route)
+        else:
+            await route.fallback()
+
+    await page.route(f"**/api/jobs/{job['id']}", hold)  # tried before the earlier handler
+    assert (await client.patch(f"/api/jobs/{job['id']}", json={"priority": "normal"})).status == 200
+    route = await asyncio.wait_for(held, WAIT_MS / 1000)
+    during = {"name": "submitted", "data": {"ok": True}, "at": at + 40}
+    await publish_custom_event(redis_client, job["id"], **during)
+    await expect(timeline).to_have_count(6)
+    served["state"] = {"step": 4}  # shows when the held answer has been drawn
+    await route.fallback()  # the answer, without it
+    await expect(page.locator("#d-state")).to_have_text('{"step":4}')
+    every = [*sent, late, after, during]
+    await expect(timeline.locator(".t-name")).to_have_text([e["name"] for e in every])
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-timeline.png", animations="disabled")
+
+    # Reopened: the same timeline, from `events` alone.
+    served["events"] = every
+    await page.click("#d-close")
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(timeline.locator(".t-name")).to_have_text([e["name"] for e in every])
+    await expect(timeline.locator(".t-data")).to_have_text([compact(e["data"]) for e in every])
+    await expect(page.locator("#d-timeline-count")).to_have_text("6")
+    await expect(page.locator("#d-state")).to_have_text(compact(served["state"]))
+    # The server's cap trimmed the oldest: a reload drops it too, as a reopen would.
+    served["events"] = every[1:]
+    assert (await client.patch(f"/api/jobs/{job['id']}", json={"priority": "high"})).status == 200
+    await expect(timeline.locator(".t-name")).to_have_text([e["name"] for e in every[1:]])
+
+    await page.wait_for_timeout(300)  # give any injected handler time to fire
+    injected = "[document.images.length, document.querySelectorAll('#detail b, #detail i').length]"
+    assert await page.evaluate(injected) == [0, 0]
+    await expect(row_of(page, other["id"]).locator(".c-name button")).to_have_text("Another job")
+    assert watched.list_requests[list_loads:] == []  # the list took no part in it
+    watched.assert_clean()
+
+
+async def test_detail_timeline_of_a_running_demo_job_then_reopened(
+    client: Any, start_worker: Any, watched: Watched
+) -> None:
+    """The built-in demo emits `screenshot` at its "Taking screenshot" steps (5 and 15 of 15)."""
+    page = watched.page
+    job = await create_job(client, name="Screenshots", data={"steps": 15, "stepMs": 150})  # no worker yet
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-timeline-empty")).to_have_text("No events yet.")
+    await expect(page.locator("#d-state")).to_have_text("none")
+
+    await start_worker()
+    sample = """() => [document.querySelector('#d-status').textContent,
+      [...document.querySelectorAll('#d-timeline > li .t-data')].map((node) => node.textContent)]"""
+    samples: list[tuple[str, list[str]]] = []
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not samples or samples[-1][0] != "completed":
+        status, data = await page.evaluate(sample)
+        samples.append((status, data))
+        assert len(data) == len(set(data)), f"an event shows twice: {data}"
+        assert time.monotonic() < deadline, f"the job never completed: {samples[-3:]}"
+        await asyncio.sleep(0.04)
+    assert any(status == "active" and len(data) == 1 for status, data in samples), "no event showed while it ran"
+    counts = [len(data) for _, data in samples]
+    assert counts == sorted(counts), f"the timeline lost entries: {counts}"
+
+    full = await (await client.get(f"/api/jobs/{job['id']}")).json()
+    events = full["events"]
+    assert [e["name"] for e in events] == ["screenshot", "screenshot"], events
+    assert [e["data"]["step"] for e in events] == [5, 15], events
+    timeline = page.locator(TIMELINE)
+    await expect(timeline.locator(".t-data")).to_have_text([compact(e["data"]) for e in events])
+    await page.wait_for_timeout(1500)  # the view's reload after the last event: still once each
+    await expect(timeline).to_have_count(2)
+
+    await page.click("#d-close")
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-status")).to_have_text("completed")
+    await expect(timeline.locator(".t-name")).to_have_text(["screenshot", "screenshot"])
+    await expect(timeline.locator(".t-data")).to_have_text([compact(e["data"]) for e in events])
+    await expect(page.locator("#d-state")).to_have_text("none" if full["state"] == {} else compact(full["state"]))
+    watched.assert_clean()
+
+
+async def test_phone_timeline_wraps_long_event_data(client: Any, redis_client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    job = await create_job(client, name="Crawl the documentation site", type="noop")  # no worker: waits
+    long_state = {"cursor": "c" * 300}
+    await page.route(f"**/api/jobs/{job['id']}", single_job_view_with({"state": long_state}))
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-state")).to_have_text(compact(long_state))
+
+    long_data = {"url": "https://example.com/" + "a" * 400, "text": "lorem ipsum " * 40}
+    long_name = "n" * 64  # the longest name a handler may give
+    await publish_custom_event(redis_client, job["id"], long_name, long_data, int(time.time() * 1000))
+    item = page.locator(TIMELINE)
+    await expect(item.locator(".t-data")).to_have_text(compact(long_data))
+    await expect(item.locator(".t-name")).to_have_text(long_name)
+    await settled(page)
+    await no_sideways_scroll(page)
+    fits = """(node) => { const r = node.getBoundingClientRect();
+      return [r.right <= innerWidth + 0.5, node.scrollWidth <= node.clientWidth, Math.round(r.height)]; }"""
+    for part in (item.locator(".t-data"), item.locator(".t-name"), page.locator("#d-state")):
+        within, unclipped, height = await part.evaluate(fits)
+        assert within and unclipped, f"{part} is wider than the screen or cut"
+    assert (await item.locator(".t-data").evaluate(fits))[2] > 40, "the long data did not wrap"
+    await item.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-phone-timeline.png", animations="disabled")
+    watched.assert_clean()
