@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import validation as v
 from .errors import read_json
+from .idempotency import idempotent
 from .models import Job
 from .store import JobStore
 
@@ -16,12 +17,21 @@ def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> 
     return web.json_response(job.to_api(logs), status=status)
 
 
+@idempotent(STORE)
 async def create_job(request: web.Request) -> web.Response:
     new = v.parse_new_job(await read_json(request))
     job = await request.app[STORE].enqueue(new)
     response = job_response(job, status=201)
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return response
+
+
+@idempotent(STORE)
+async def create_jobs(request: web.Request) -> web.Response:
+    """Up to 1,000 jobs, all or nothing: every body is checked before one atomic write to Redis."""
+    news = v.parse_batch(await read_json(request))
+    jobs = await request.app[STORE].enqueue_many(news)
+    return web.json_response({"jobs": [job.to_api() for job in jobs]}, status=201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -71,14 +81,15 @@ async def patch_job(request: web.Request) -> web.Response:
     return job_response(await request.app[STORE].set_priority(job_id, priority))
 
 
-# "bulk" and "stream" are routes of their own, never job ids (so e.g. GET /api/jobs/bulk is a 405).
-JOB = r"/api/jobs/{id:(?!bulk$|stream$)[^{}/]+}"
+# "batch", "bulk" and "stream" are routes of their own, never job ids (so e.g. GET /api/jobs/bulk is a 405).
+JOB = r"/api/jobs/{id:(?!batch$|bulk$|stream$)[^{}/]+}"
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
             web.post("/api/jobs", create_job),
+            web.post("/api/jobs/batch", create_jobs),
             web.get("/api/jobs", list_jobs),
             web.get(JOB, get_job),
             web.delete(JOB, delete_job),

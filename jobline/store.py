@@ -362,14 +362,17 @@ class JobStore:
         return promoted, wait_ms
 
     async def enqueue_many(self, news: Sequence[NewJob]) -> list[Job]:
-        """`enqueue` for several jobs in one round trip: its ENQUEUE call per job, in one pipeline.
-        Not a transaction: each job is created whole, but an error (say Redis out of memory) can
-        leave the batch part done. The pipeline opens with SCRIPT LOAD (a no-op when Redis has the
+        """`enqueue` for several jobs in one round trip: its ENQUEUE call per job, in one MULTI/EXEC.
+        All or none: Redis runs the calls back to back with nothing in between; a call it refuses
+        while queuing (say, out of memory) aborts the EXEC, and a connection lost before EXEC drops
+        the queue, so no job is created (a plain pipeline leaves a full Redis with the first jobs of
+        the batch only). EXEC does not undo a call that fails when run, but on validated jobs with
+        fresh ids none does. The transaction opens with SCRIPT LOAD (a no-op when Redis has the
         script) and calls EVALSHA itself: a pipeline that runs a registered script first asks
         SCRIPT EXISTS, a second round trip."""
         k = self.keys
         blocks: dict[str, list[str]] = {}  # queue -> its queue block, built once per call
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.script_load(self._enqueue.script)
             for new in news:
                 job = Job(

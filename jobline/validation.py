@@ -29,6 +29,7 @@ MAX_OFFSET = 10_000_000
 BULK_ACTIONS = ("retry", "cancel", "delete")
 CLEANABLE = ("completed", "failed", "cancelled")
 MAX_BULK_IDS = 10_000
+MAX_BATCH_JOBS = 1000
 STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
     {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs"}
@@ -99,6 +100,27 @@ def parse_new_job(body: Any) -> NewJob:
         max_backoff_ms=_int(body, "maxBackoffMs", DEFAULT_MAX_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
         timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS, nullable=True),  # null: no timeout
     )
+
+
+def parse_batch(body: Any) -> list[NewJob]:
+    """{"jobs": [create bodies]} -> every job checked, in order. The first invalid one is a 400
+    whose field names it by its path (jobs[3].name), so nothing is created."""
+    body = _object(body, {"jobs"})
+    jobs = body.get("jobs")
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH_JOBS:
+        raise invalid("jobs", f"must be a list of 1 to {MAX_BATCH_JOBS} job bodies")
+    news = []
+    for index, item in enumerate(jobs):
+        path = f"jobs[{index}]"
+        if not isinstance(item, dict):
+            raise invalid(path, "must be a JSON object")
+        try:
+            news.append(parse_new_job(item))
+        except ApiError as error:
+            field = f"{path}.{error.field}" if error.field else path
+            message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+            raise invalid(field, message) from None
+    return news
 
 
 def _check_demo_data(data: dict[str, Any]) -> None:
