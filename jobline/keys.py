@@ -47,6 +47,11 @@ class Keys:
         """Short-lived scratch key for combined listing filters."""
         return f"{self.prefix}:tmp:{token}"
 
+    def idempotency(self, route: str, key_hash: str) -> str:
+        """An Idempotency-Key's claim, then the response it replays (JSON, 24 h). `route` is one of
+        our route paths; `key_hash` the SHA-256 of the client's key, so its text never shapes a key."""
+        return f"{self.prefix}:idem:{route}:{key_hash}"
+
     # -- per job ------------------------------------------------------------------------------
     @property
     def job_prefix(self) -> str:
