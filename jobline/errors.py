@@ -69,6 +69,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in error.headers:
             response.headers["Allow"] = error.headers["Allow"]
         return response
+    except redis.exceptions.OutOfMemoryError:
+        serving.THROTTLED.warning("redis-oom", "Redis is out of memory (maxmemory) during %s %s", request.method, request.path)
+        return error_response(ApiError(503, "unavailable", "the queue store (Redis) is out of memory"))
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
         serving.THROTTLED.warning("redis", "redis unavailable during %s %s: %s", request.method, request.path, error)
         return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))

@@ -33,7 +33,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or wrong API token (with API_TOKEN set, or from another origin).",
         404: "No such job, queue or route.",
         405: "The path does not take this method (see the Allow header).",
-        409: "The job's (or queue's) state forbids the action.",
+        409: "The job's (or queue's) state forbids the action, or a request with this Idempotency-Key is in progress.",
+        422: "idempotency_mismatch: this Idempotency-Key was used with another body.",
         413: "The request body is too large.",
         415: "The body is not application/json.",
         503: "Redis is unavailable.",
@@ -41,6 +42,13 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ref("Error"), text[c]) for c in (*codes, 401, 405, 503)}
 
 
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$"},
+    "description": "Within 24 h, a request with the same key and the same body (byte for byte) gets the "
+    "first response again (with Idempotent-Replayed: true) and creates nothing; keys are per route.",
+}  # fmt: skip
+_REPLAYED = {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}, "description": "Present on a replay."}}
 _NULL_INT = {"type": "integer", "nullable": True}
 _NULL_STR = {"type": "string", "nullable": True}
 _ID_PARAM = {
@@ -78,7 +86,7 @@ SCHEMAS: dict[str, Any] = {
                         "description": "bad_request, invalid_json, validation_error (with field), unauthorized, "
                         "not_found, method_not_allowed (405: the path exists, the method does not; the Allow "
                         "header lists the methods), request_timeout (408), conflict, too_large, "
-                        "unsupported_media_type, misdirected_request (421: not one of the server's host "
+                        "unsupported_media_type, idempotency_mismatch (422), misdirected_request (421: not one of the server's host "
                         "names), unavailable (503), internal_error.",
                     },
                     "message": {"type": "string"},
@@ -222,8 +230,12 @@ PATHS: dict[str, Any] = {
     "/api/jobs": {
         "post": {
             "summary": "Create a job",
+            "parameters": [_IDEMPOTENCY_PARAM],
             "requestBody": _body(_ref("NewJob")),
-            "responses": {"201": _json(_ref("Job"), "The created job; Location names it."), **_errors(400, 413, 415)},
+            "responses": {
+                "201": {**_json(_ref("Job"), "The created job; Location names it."), "headers": _REPLAYED},
+                **_errors(400, 409, 413, 415, 422),
+            },
         },
         "get": {
             "summary": "List jobs, newest first",
@@ -261,6 +273,28 @@ PATHS: dict[str, Any] = {
     "/api/jobs/{id}/cancel": _job_action("Cancel a waiting, delayed or active job"),
     "/api/jobs/{id}/retry": _job_action("Retry a failed or cancelled job"),
     "/api/jobs/{id}/promote": _job_action("Run a delayed job now"),
+    "/api/jobs/batch": {
+        "post": {
+            "summary": "Create up to 1,000 jobs, all or nothing",
+            "parameters": [_IDEMPOTENCY_PARAM],
+            "requestBody": _body({
+                "type": "object", "required": ["jobs"], "additionalProperties": False,
+                "properties": {
+                    "jobs": {"type": "array", "minItems": 1, "maxItems": v.MAX_BATCH_JOBS, "items": _ref("NewJob")},
+                },
+            }),  # fmt: skip
+            "responses": {
+                "201": {
+                    **_json(
+                        {"type": "object", "required": ["jobs"], "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
+                        "The created jobs, in the order given.",
+                    ),
+                    "headers": _REPLAYED,
+                },
+                **_errors(400, 409, 413, 415, 422),
+            },
+        }
+    },
     "/api/jobs/bulk": {
         "post": {
             "summary": "Retry, cancel or delete jobs by ids or by status",

@@ -45,7 +45,7 @@ def _dashboard_file() -> Path:
 
 
 DASHBOARD = _dashboard_file()
-CORS_HEADERS = "Content-Type, Authorization, Last-Event-ID"
+CORS_HEADERS = "Content-Type, Authorization, Last-Event-ID, Idempotency-Key"
 
 
 
@@ -114,7 +114,7 @@ def cors(settings: Settings) -> tuple[Any, Any]:
         origin = allowed(request)
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "Location"
+            response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed"
             response.headers.add("Vary", "Origin")
 
     return preflight, on_prepare

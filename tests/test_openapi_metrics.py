@@ -126,9 +126,10 @@ async def test_every_spec_route_is_documented(client: Any) -> None:
     expected = {
         ("post", "/api/jobs"), ("get", "/api/jobs"), ("get", "/api/jobs/{id}"), ("delete", "/api/jobs/{id}"),
         ("post", "/api/jobs/{id}/cancel"), ("post", "/api/jobs/{id}/retry"), ("post", "/api/jobs/{id}/promote"),
-        ("patch", "/api/jobs/{id}"), ("post", "/api/jobs/bulk"), ("get", "/api/jobs/stream"),
+        ("patch", "/api/jobs/{id}"), ("post", "/api/jobs/bulk"), ("post", "/api/jobs/batch"), ("get", "/api/jobs/stream"),
         ("get", "/api/admin/queues"), ("post", "/api/admin/queues/{name}/pause"),
         ("post", "/api/admin/queues/{name}/resume"), ("post", "/api/admin/queues/{name}/clean"),
+        ("delete", "/api/admin/queues/{name}"),
         ("get", "/api/admin/workers"), ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/openapi.json"),
         ("get", "/"),
     }  # fmt: skip
