@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.connection import AbstractConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,3 +250,16 @@ async def job_status(store: JobStore, job_id: str) -> str:
     return job.status.value
 
 
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts writes to Redis (each is one round trip: a command, or a whole pipeline) from every
+    asyncio redis connection in this process, the app's included; `round_trips[0]` is the count."""
+    count = [0]
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        count[0] += 1
+        await send(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    yield count

@@ -7,13 +7,11 @@ Real HTTP (aiohttp test client on `create_app`) against a real, throwaway redis-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 import redis.exceptions
-from redis.asyncio.connection import AbstractConnection
 
 from jobline.keys import Keys
 from jobline.models import API_FIELDS
@@ -58,21 +56,6 @@ async def validation_error(response: Any) -> dict[str, Any]:
     error = (await response.json())["error"]
     assert error["code"] == "validation_error"
     return error
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts writes to Redis (a command, or a whole pipeline) from every asyncio connection in
-    this process, the app's included; `round_trips[0]` is the count."""
-    count = [0]
-    send = AbstractConnection.send_packed_command
-
-    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        count[0] += 1
-        await send(self, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    yield count
 
 
 async def commands_seen(r: redis.Redis) -> dict[str, int]:

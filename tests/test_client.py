@@ -13,12 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from redis.asyncio.connection import AbstractConnection
 
 from jobline import Client, Job, Status, SyncClient
 from jobline.client import InvalidJob, JobNotFound, JobStateConflict
@@ -37,21 +36,6 @@ CAMEL = {
 async def jl(redis_url: str) -> AsyncIterator[Client]:
     async with Client(redis_url) as client:
         yield client
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts writes to Redis (each is one round trip: a command, or a whole pipeline) from every
-    asyncio redis connection in this process; `round_trips[0]` is the count."""
-    count = [0]
-    send = AbstractConnection.send_packed_command
-
-    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        count[0] += 1
-        await send(self, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    yield count
 
 
 async def api_job(client: Any, job_id: str) -> dict[str, Any]:
