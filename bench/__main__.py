@@ -25,6 +25,7 @@ from .client_workloads import client_enqueue
 from .harness import QUICK, Harness, Processes, Sizes, start_redis
 from .http_workloads import http_enqueue, listing
 from .queue_workloads import memory_per_job, w1_drain_noop, w2_drain_sleep, w3_pickup_latency
+from .redis_cost import redis_cost
 from .report import WorkloadResult, document, dumps, table
 from .stream_workloads import fanout
 
@@ -39,6 +40,7 @@ WORKLOADS: dict[str, Workload] = {
     "fanout": fanout,
     "memory": memory_per_job,
     "client": client_enqueue,
+    "rediscost": redis_cost,
 }
 
 

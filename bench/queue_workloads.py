@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from .harness import Harness, new_job
+from .harness import QUEUE, Harness, new_job
 from .report import Target, WorkloadResult, latency_summary
 
 # The best of the Python peers on this machine (bench-peers/results/peers-20261123-061441-summary.md):
@@ -145,7 +145,7 @@ async def w3_pickup_latency(h: Harness) -> WorkloadResult:
 
 async def memory_per_job(h: Harness) -> WorkloadResult:
     """used_memory before and after N completed demo jobs (10 steps: 13 events and 10 log lines
-    each), divided by N. It includes the job's share of the capped event stream (10,000 entries)."""
+    each), divided by N. It includes the job's share of its queue's capped event log (10,000 entries)."""
     n = h.sizes.memory_jobs
     r = WorkloadResult("memory", "Memory per job")
     store = await h.fresh_store()
@@ -158,8 +158,8 @@ async def memory_per_job(h: Harness) -> WorkloadResult:
             await store.enqueue(new_job("demo", {"steps": 10, "stepMs": 0}))
         await h.wait_completed(n, [worker], timeout=max(60, n / 10))
         after = (await h.redis.info("memory"))["used_memory"]
-        events_bytes = await h.redis.memory_usage(h.keys.events, samples=0) or 0
-        events_len = await h.redis.xlen(h.keys.events)
+        events_bytes = await h.redis.memory_usage(h.keys.event_log(QUEUE), samples=0) or 0
+        events_len = await h.redis.xlen(h.keys.event_log(QUEUE))
     finally:
         h.procs.stop(worker)
     per_job = (after - before) / n

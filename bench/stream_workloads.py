@@ -1,7 +1,9 @@
 """Stream fan-out: many open `GET /api/jobs/stream` connections on one server process while workers
-run demo jobs. Every event's SSE id is the entry id Redis gave it in XADD (`<ms>-<seq>`), so its
-first part is the publish time on the Redis clock; the arrival time is `time.time()` on the same
-machine. Every connection must receive every event id the events stream holds for the run.
+run demo jobs. Every event's SSE id is the stream's cursor after it (`queue=<ms>-<seq>,...`, one
+position per queue): the queue whose position moved names the event, by the entry id Redis gave it
+in XADD to that queue's event log, whose first part is the publish time on the Redis clock; the
+arrival time is `time.time()` on the same machine. Every connection must receive every event the
+bench queue's event log holds for the run.
 """
 
 from __future__ import annotations
@@ -13,10 +15,22 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from .harness import Harness, new_job
+from .harness import QUEUE, Harness, new_job
 from .report import Target, WorkloadResult, latency_summary
 
-_ID_LINE = re.compile(rb"^id: (\d+-\d+)$", re.M)
+_ID_LINE = re.compile(rb"^id: (\S+)$", re.M)
+
+
+def parse_cursor(raw: str) -> dict[str, str]:
+    """An SSE id, `queue=ms-seq,...` (or `0`: no event yet), as {queue: entry id}."""
+    if raw == "0":
+        return {}
+    return dict(part.partition("=")[::2] for part in raw.split(","))
+
+
+def event_key(queue: str, entry_id: str) -> str:
+    """One event: its queue and its entry id in that queue's log (as the cursor writes them)."""
+    return f"{queue}={entry_id}"
 
 
 class SseListener(asyncio.Protocol):
@@ -25,8 +39,9 @@ class SseListener(asyncio.Protocol):
 
     def __init__(self, path: str) -> None:
         self.request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-        self.arrivals: dict[str, float] = {}  # event id -> arrival, epoch ms
+        self.arrivals: dict[str, float] = {}  # event_key -> arrival, epoch ms
         self.duplicates = 0
+        self.cursor: dict[str, str] = {}  # the last SSE id, parsed
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.opened.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if nobody waits
         self.transport: asyncio.BaseTransport | None = None
@@ -56,10 +71,16 @@ class SseListener(asyncio.Protocol):
         if not self.opened.done() and b"retry:" in complete:
             self.opened.set_result(None)
         for match in _ID_LINE.finditer(complete):
-            event_id = match[1].decode()
-            if event_id in self.arrivals:
+            # Each event moves one queue's position in the cursor: that position is the event.
+            cursor = parse_cursor(match[1].decode())
+            moved = [event_key(q, e) for q, e in cursor.items() if self.cursor.get(q) != e]
+            self.cursor = cursor
+            if not moved:  # the same cursor again: an event sent twice
                 self.duplicates += 1
-            self.arrivals[event_id] = now
+            for key in moved:
+                if key in self.arrivals:
+                    self.duplicates += 1
+                self.arrivals[key] = now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"stream closed ({exc})")
@@ -74,7 +95,7 @@ class SseListener(asyncio.Protocol):
 
 
 async def _latest_event_id(h: Harness) -> str:
-    newest = await h.redis.xrevrange(h.keys.events, count=1)
+    newest = await h.redis.xrevrange(h.keys.event_log(QUEUE), count=1)
     return str(newest[0][0]) if newest else "0-0"
 
 
@@ -133,15 +154,15 @@ async def fanout(h: Harness) -> WorkloadResult:
         await h.wait_completed(s.fanout_jobs, [server, *workers], timeout=30 + 3 * waves * job_s)
         run_s = time.time() - t0
         end_id = await _latest_event_id(h)
-        await _wait_delivered(listeners, end_id)
-        entries = await h.redis.xrange(h.keys.events, min=f"({start_id}", max=end_id)
+        await _wait_delivered(listeners, event_key(QUEUE, end_id))
+        entries = await h.redis.xrange(h.keys.event_log(QUEUE), min=f"({start_id}", max=end_id)
         expected = [str(event_id) for event_id, _ in entries or []]
     finally:
         for listener in listeners:
             with contextlib.suppress(Exception):
                 listener.close()
         h.procs.stop(*workers, server)
-    published_ms = {event_id: int(event_id.split("-")[0]) for event_id in expected}
+    published_ms = {event_key(QUEUE, event_id): int(event_id.split("-")[0]) for event_id in expected}
     latencies: list[float] = []
     lost, last_arrival = 0, 0.0
     for listener in listeners:

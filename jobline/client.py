@@ -21,9 +21,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import redis.asyncio as redis
 
-from .connections import connect
+from .connections import UNAVAILABLE, Subscribers, connect
 from .keys import DEFAULT_PREFIX, Keys
 from .models import (
     DEFAULT_BACKOFF_MS,
@@ -92,10 +91,11 @@ class Client:
     that loop's tasks. Its Redis connections open on first use; `close()` (or `async with`)
     closes them."""
 
-    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX) -> None:
-        self.redis = connect(redis_url)
+    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> None:
+        self.redis = connect(redis_url, cluster=cluster)
         self.keys = Keys(prefix)
         self.store = JobStore(self.redis, self.keys)
+        self.subscribers = Subscribers(self.redis)  # for wait(): on a cluster, one node at a time
 
     async def __aenter__(self) -> Client:
         return self
@@ -104,6 +104,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        await self.subscribers.aclose()
         await self.redis.aclose()
 
     async def enqueue(
@@ -180,7 +181,7 @@ class Client:
                     await asyncio.sleep(0.05)  # subscribe again, then read the job again
 
     async def _wait_subscribed(self, job_id: str) -> Job:
-        pubsub = self.redis.pubsub()
+        pubsub = (await self.subscribers.get()).pubsub()
         try:
             await pubsub.subscribe(self.keys.job_channel(job_id))
             # The confirmation says Redis has registered the subscription: from here on no event
@@ -191,7 +192,8 @@ class Client:
             while job.status not in FINISHED:
                 try:
                     await _until_finished(pubsub, job_id)
-                except redis.ConnectionError:
+                except UNAVAILABLE:
+                    self.subscribers.failed()
                     raise _SubscriptionLost from None  # events may have been missed meanwhile
                 job = await self.get(job_id)  # the whole job (an event may leave out data/result)
             return job
@@ -211,7 +213,7 @@ async def _until_finished(pubsub: Any, job_id: str) -> None:
         if message is None or message.get("type") != "message":
             continue
         try:
-            _, event, payload = message["data"].split("\n", 2)  # "<event id>\n<event>\n<json>"
+            _, _, event, payload = message["data"].split("\n", 3)  # "<queue>\n<entry id>\n<event>\n<json>"
             if event == "job-removed":
                 raise JobNotFound(job_id)
             if event != "job" or json.loads(payload)["job"]["status"] in _FINISHED:
@@ -251,7 +253,7 @@ class SyncClient:
     between threads (a WSGI app's, say). `close()` (or `with`) stops the thread. Create it after
     forking (e.g. in a gunicorn `post_fork` hook or lazily), as threads do not survive a fork."""
 
-    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jobline-client", daemon=True)
         self._thread.start()
@@ -260,7 +262,7 @@ class SyncClient:
         self._lock = threading.Lock()
         self._closed = False
         try:
-            self._client = self._run(lambda: _make_client(redis_url, prefix))
+            self._client = self._run(lambda: _make_client(redis_url, prefix, cluster))
         except BaseException:
             self._finalizer()
             raise
@@ -306,8 +308,8 @@ class SyncClient:
             self._finalizer()
 
 
-async def _make_client(redis_url: str, prefix: str) -> Client:
-    return Client(redis_url, prefix=prefix)  # made on the loop that will use it
+async def _make_client(redis_url: str, prefix: str, cluster: bool) -> Client:
+    return Client(redis_url, prefix=prefix, cluster=cluster)  # made on the loop that will use it
 
 
 async def _shut_down(client: Client) -> None:

@@ -13,6 +13,7 @@ import redis.exceptions
 from aiohttp import web
 
 from . import serving
+from .connections import UNAVAILABLE
 from .store import JobNotFound, JobStateConflict
 
 log = logging.getLogger("jobline.server")
@@ -72,7 +73,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except redis.exceptions.OutOfMemoryError:
         serving.THROTTLED.warning("redis-oom", "Redis is out of memory (maxmemory) during %s %s", request.method, request.path)
         return error_response(ApiError(503, "unavailable", "the queue store (Redis) is out of memory"))
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+    except UNAVAILABLE as error:
         serving.THROTTLED.warning("redis", "redis unavailable during %s %s: %s", request.method, request.path, error)
         return error_response(ApiError(503, "unavailable", "the queue store (Redis) is unavailable"))
     except asyncio.CancelledError:

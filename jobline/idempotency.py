@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError, WatchError
 
+from . import scripts
+from .connections import UNAVAILABLE, Client
 from .errors import BODY_TIMEOUT, ApiError, Handler, error_response
 from .store import JobStore
 from .validation import invalid
@@ -104,7 +104,7 @@ def replay(record: dict[str, Any]) -> web.Response:
 class Claim:
     """One request's hold on its key: take it (or find the response to replay), run, store or drop."""
 
-    def __init__(self, client: Redis, key: str, body_hash: str) -> None:
+    def __init__(self, client: Client, key: str, body_hash: str) -> None:
         self.client, self.key, self.body_hash = client, key, body_hash
         self.token = secrets.token_hex(8)  # so that only this request stores or drops its claim
 
@@ -152,18 +152,8 @@ class Claim:
         """Store the response for 24 h (with None: drop the claim, so a retry runs), if the claim is
         still ours. A Redis error is only logged: the client gets its answer either way."""
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                await pipe.watch(self.key)
-                current = await pipe.get(self.key)
-                if current is not None and json.loads(current).get("token") != self.token:
-                    return  # our claim ran out and another request holds the key now
-                pipe.multi()
-                if record is None:
-                    pipe.delete(self.key)
-                else:
-                    pipe.set(self.key, record, px=TTL_MS)
-                await pipe.execute()
-        except WatchError:
-            pass  # the key changed under us: someone else holds it
-        except (RedisConnectionError, RedisTimeoutError) as error:
+            await self.client.register_script(scripts.IDEMPOTENCY_FINISH)(
+                keys=[self.key], args=[self.token, record or "", TTL_MS]
+            )
+        except UNAVAILABLE as error:
             log.warning("could not %s idempotency key %s: %s", "drop" if record is None else "store", self.key, error)

@@ -2,115 +2,133 @@
 
 Names are built only from the prefix and from values validated before they get here (job ids, queue
 and type names match strict patterns), so user text never shapes a key beyond those slots.
+
+**One hash tag per queue.** Every key of a queue (its lines, indexes, counters and event log) and of
+its jobs (hash, logs, custom events) carries the queue's tag, `{xxxxxx}`: six hex digits of a hash of
+the queue name. So each queue lives in one Redis Cluster slot, queues spread over the shards, and
+every script touches one slot. A job id starts with its queue's tag, so a route that has only the id
+(`GET /api/jobs/{id}`) finds the job's keys without a lookup. Two queues may share a tag (they then
+share a slot, which is harmless: their keys still differ by name).
+
+Global keys (the queue registry, the worker registry, idempotency records) are never touched by a
+job-changing script: they cost nothing per job.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 from .models import STATUSES
 
 DEFAULT_PREFIX = "jobline"
+TAG_LEN = 6  # hex digits of a queue's tag, the first characters of each of its job ids
+
+
+def queue_tag(queue: str) -> str:
+    return hashlib.blake2s(queue.encode(), digest_size=TAG_LEN // 2).hexdigest()
+
+
+def new_job_id(queue: str) -> str:
+    """The queue's tag then 12 URL-safe characters (72 random bits): ^[A-Za-z0-9_-]{1,64}$."""
+    return queue_tag(queue) + secrets.token_urlsafe(9)
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = DEFAULT_PREFIX
 
-    # -- global -------------------------------------------------------------------------------
-    @property
-    def seq(self) -> str:
-        """Counter that orders jobs by creation (the score of every job index)."""
-        return f"{self.prefix}:seq"
-
-    @property
-    def events(self) -> str:
-        """Capped stream of every published event, for lossless SSE resume."""
-        return f"{self.prefix}:events"
-
+    # -- global: never on a job's hot path ------------------------------------------------------
     @property
     def queues(self) -> str:
-        """Set of every queue name ever used."""
+        """Set of the queue names in use (added when a queue gets its first job or a setting)."""
         return f"{self.prefix}:queues"
-
-    @property
-    def all_jobs(self) -> str:
-        return f"{self.prefix}:jobs"
-
-    def status_index(self, status: str) -> str:
-        return f"{self.prefix}:status:{status}"
-
-    def type_index(self, job_type: str) -> str:
-        return f"{self.prefix}:type:{job_type}:jobs"
-
-    def temp(self, token: str) -> str:
-        """Short-lived scratch key for combined listing filters."""
-        return f"{self.prefix}:tmp:{token}"
 
     def idempotency(self, route: str, key_hash: str) -> str:
         """An Idempotency-Key's claim, then the response it replays (JSON, 24 h). `route` is one of
         our route paths; `key_hash` the SHA-256 of the client's key, so its text never shapes a key."""
         return f"{self.prefix}:idem:{route}:{key_hash}"
 
-    # -- per job ------------------------------------------------------------------------------
-    @property
-    def job_prefix(self) -> str:
-        """What a job's hash key is made of: this plus the id. The scripts that claim ids popped
-        inside Lua build the hash key (and the channel, the key plus ':progress') the same way."""
-        return f"{self.prefix}:job:"
-
+    # -- per job (in its queue's slot) --------------------------------------------------------
     def job(self, job_id: str) -> str:
-        return f"{self.job_prefix}{job_id}"
+        return f"{self.prefix}:{{{job_id[:TAG_LEN]}}}:job:{job_id}"
 
     def job_logs(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:logs"
+        return f"{self.job(job_id)}:logs"
 
     def job_events(self, job_id: str) -> str:
         """List of the job's custom events (ctx.emit) as JSON, newest last, capped."""
-        return f"{self.prefix}:job:{job_id}:events"
+        return f"{self.job(job_id)}:events"
+
+    @property
+    def channel_prefix(self) -> str:
+        """A job's channel is this plus its id plus ':progress' (claims build it so in Lua)."""
+        return f"{self.prefix}:job:"
 
     def job_channel(self, job_id: str) -> str:
-        return f"{self.job(job_id)}:progress"
+        """Pub/sub channels have no slot: a PUBLISH reaches subscribers on every node."""
+        return f"{self.channel_prefix}{job_id}:progress"
 
     @property
     def job_channel_pattern(self) -> str:
         return f"{self.prefix}:job:*:progress"
 
-    # -- per queue ----------------------------------------------------------------------------
+    # -- per queue (in its slot) ----------------------------------------------------------------
+    def _queue(self, queue: str) -> str:
+        return f"{self.prefix}:{{{queue_tag(queue)}}}:queue:{queue}"
+
+    def job_prefix(self, queue: str) -> str:
+        """A job hash key is this plus the id: claims build the keys of ids popped inside Lua so.
+        Within the queue's slot by construction (the id carries the same tag)."""
+        return f"{self.prefix}:{{{queue_tag(queue)}}}:job:"
+
+    def event_log(self, queue: str) -> str:
+        """Capped stream of the queue's events, for lossless SSE resume (entry id: the position)."""
+        return f"{self._queue(queue)}:log"
+
     def wait(self, queue: str) -> str:
-        return f"{self.prefix}:queue:{queue}:wait"
+        return f"{self._queue(queue)}:wait"
 
     def high(self, queue: str) -> str:
         """Set of the high-priority ids in the wait list (they sit at its head, in FIFO order)."""
-        return f"{self.prefix}:queue:{queue}:high"
+        return f"{self._queue(queue)}:high"
 
     def delayed(self, queue: str) -> str:
-        return f"{self.prefix}:queue:{queue}:delayed"
+        return f"{self._queue(queue)}:delayed"
 
     def paused(self, queue: str) -> str:
         """The waiting line of a paused queue (moved back to `wait` on resume)."""
-        return f"{self.prefix}:queue:{queue}:paused"
+        return f"{self._queue(queue)}:paused"
 
     def meta(self, queue: str) -> str:
-        """Hash: paused flag, completed/failed totals, job duration histogram."""
-        return f"{self.prefix}:queue:{queue}:meta"
+        """Hash: paused flag, last job score (`seq`), totals, job duration histogram."""
+        return f"{self._queue(queue)}:meta"
 
     def rate(self, queue: str) -> str:
         """Hash: rings of finished-job counts per second (120 slots) and per minute (60 slots)."""
-        return f"{self.prefix}:queue:{queue}:rate"
+        return f"{self._queue(queue)}:rate"
 
     def failures(self, queue: str) -> str:
         """Capped list of the queue's recent failures (JSON), newest first."""
-        return f"{self.prefix}:queue:{queue}:failures"
+        return f"{self._queue(queue)}:failures"
 
     def processing(self, queue: str, worker_id: str) -> str:
-        return f"{self.prefix}:queue:{queue}:processing:{worker_id}"
+        return f"{self._queue(queue)}:processing:{worker_id}"
 
     def queue_jobs(self, queue: str) -> str:
-        return f"{self.prefix}:queue:{queue}:jobs"
+        """Every job of the queue, scored by `seq` (creation order, comparable across queues)."""
+        return f"{self._queue(queue)}:jobs"
 
     def queue_status_index(self, queue: str, status: str) -> str:
-        return f"{self.prefix}:queue:{queue}:status:{status}"
+        return f"{self._queue(queue)}:status:{status}"
+
+    def type_index(self, queue: str, job_type: str) -> str:
+        return f"{self._queue(queue)}:type:{job_type}"
+
+    def temp(self, queue: str, token: str) -> str:
+        """Short-lived scratch key for combined listing filters, in the queue's slot."""
+        return f"{self._queue(queue)}:tmp:{token}"
 
     def queue_channel(self, queue: str) -> str:
         return f"{self.prefix}:queue:{queue}:events"
@@ -122,7 +140,7 @@ class Keys:
     def queue_block(self, queue: str) -> list[str]:
         """The keys every job-changing script gets first, in the order scripts.py expects."""
         return [
-            self.events,
+            self.event_log(queue),
             self.wait(queue),
             self.high(queue),
             self.delayed(queue),
@@ -130,26 +148,22 @@ class Keys:
             self.meta(queue),
             self.rate(queue),
             self.failures(queue),
-            *(self.status_index(s) for s in STATUSES),
             *(self.queue_status_index(queue, s) for s in STATUSES),
         ]
 
     def queue_own_keys(self, queue: str) -> list[str]:
-        """Every key that belongs to the queue alone (not its workers' processing lists)."""
-        return [
-            self.wait(queue), self.high(queue), self.delayed(queue), self.paused(queue), self.meta(queue),
-            self.rate(queue), self.failures(queue), self.queue_jobs(queue),
-            *(self.queue_status_index(queue, s) for s in STATUSES),
-        ]  # fmt: skip
+        """Every key that belongs to the queue alone (not its workers' processing lists, nor its
+        type indexes, which go with their last job)."""
+        return [*self.queue_block(queue), self.queue_jobs(queue)]
 
-    # -- workers ------------------------------------------------------------------------------
+    # -- workers: one slot for the registry -----------------------------------------------------
     @property
     def workers(self) -> str:
         """Sorted set of worker ids scored by their last heartbeat (epoch ms)."""
-        return f"{self.prefix}:workers"
+        return f"{self.prefix}:{{workers}}"
 
     def worker(self, worker_id: str) -> str:
-        return f"{self.prefix}:worker:{worker_id}"
+        return f"{self.prefix}:{{workers}}:{worker_id}"
 
     def worker_channel(self, worker_id: str) -> str:
         """Control messages to one worker (cancel a running job)."""

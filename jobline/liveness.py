@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis as sync_redis
-import redis.asyncio as redis
 
 from . import scripts
+from .connections import connect_sync, redis_now_ms
 from .keys import Keys
 from .store import JobStore
 
@@ -28,30 +27,31 @@ DEFAULT_LEASE_MS = 10_000
 MAX_RECOVERIES = 2  # a job recovered from dead workers more than this fails as stalled
 
 
-async def redis_now_ms(client: redis.Redis) -> int:
-    """Now, by the Redis clock."""
-    seconds, micros = await client.time()
-    return seconds * 1000 + micros // 1000
-
-
 def is_live(now_ms: int, last_seen_ms: float, lease_ms: int | None) -> bool:
     return now_ms - last_seen_ms <= (lease_ms or DEFAULT_LEASE_MS)
 
 
 class HeartbeatThread:
     """Beats every `interval_s` from its own thread with a synchronous client of its own, until
-    `stop()`; the first beat (registration) is the worker's own."""
+    `stop()`; the first beat (registration) is the worker's own. `info()` gives what each beat
+    writes into the worker's hash (read from this thread: plain values only)."""
 
-    def __init__(self, redis_url: str, keys: Keys, worker_id: str, info: dict[str, Any], interval_s: float) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        cluster: bool,
+        keys: Keys,
+        worker_id: str,
+        info: Callable[[], dict[str, Any]],
+        interval_s: float,
+    ) -> None:
         self.interval_s = interval_s
         # A stalled reply must not outlast the lease: give up on it and beat again.
         timeout = max(interval_s, 1.0)
-        self._client = sync_redis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._client = connect_sync(redis_url, cluster, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._script = self._client.register_script(scripts.HEARTBEAT)
         self._keys = [keys.workers, keys.worker(worker_id)]
-        self._args = [worker_id, *(item for pair in info.items() for item in pair)]
+        self._worker_id, self._info = worker_id, info
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"jobline-heartbeat-{worker_id}", daemon=True)
 
@@ -66,7 +66,8 @@ class HeartbeatThread:
         self._client.close()
 
     def beat(self) -> None:
-        self._script(keys=self._keys, args=self._args)
+        fields = [item for pair in self._info().items() for item in pair]
+        self._script(keys=self._keys, args=[self._worker_id, *fields])
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval_s):
@@ -90,7 +91,7 @@ class Registry:
         )
 
     async def deregister(self, worker_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # no MULTI: cluster clients lack it
             pipe.zrem(self.keys.workers, worker_id)
             pipe.delete(self.keys.worker(worker_id))
             await pipe.execute()

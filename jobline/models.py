@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import time
 import typing
 from dataclasses import dataclass, field, fields
@@ -43,11 +42,6 @@ REASON_MAX = 2000  # characters of a failure's reason
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def new_job_id() -> str:
-    """12 URL-safe characters: 72 random bits, matching ^[A-Za-z0-9_-]{1,64}$."""
-    return secrets.token_urlsafe(9)
 
 
 @dataclass

@@ -11,11 +11,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from . import scripts
 from .models import DEFAULT_QUEUE, STATUSES
-from .liveness import Registry, redis_now_ms
+from .connections import redis_now_ms
+from .liveness import Registry
 from .store import JobStore
 
 BATCH = 500
@@ -45,6 +44,7 @@ class QueueAdmin:
         self.keys = store.keys
         self.registry = Registry(store)
         self._set_paused = self.redis.register_script(scripts.SET_PAUSED)
+        self._delete_queue = self.redis.register_script(scripts.DELETE_QUEUE)
 
     async def now_ms(self) -> int:
         return await redis_now_ms(self.redis)
@@ -61,21 +61,18 @@ class QueueAdmin:
         return queue == DEFAULT_QUEUE or queue in await self.queue_names()
 
     async def delete(self, queue: str) -> bool:
-        """Remove an empty queue and its settings. False while it holds jobs."""
+        """Remove an empty queue and its settings. False while it holds jobs.
+
+        The name leaves the registry first: a job created meanwhile either lands before the
+        script (which then keeps the queue, and the name goes back) or after it, into a queue with
+        no `seq`, which registers the name again (store.enqueue_many)."""
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(k.queue_jobs(queue))  # a job created meanwhile aborts the removal
-                    if await pipe.zcard(k.queue_jobs(queue)):
-                        return False
-                    pipe.multi()
-                    pipe.delete(*k.queue_own_keys(queue))
-                    pipe.srem(k.queues, queue)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+        await self.redis.srem(k.queues, queue)
+        own = [key for key in k.queue_own_keys(queue) if key != k.queue_jobs(queue)]
+        if await self._delete_queue(keys=[k.queue_jobs(queue), *own]):
+            return True
+        await self.redis.sadd(k.queues, queue)
+        return False
 
     # -- control ----------------------------------------------------------------------------------
     async def set_paused(self, queue: str, paused: bool) -> dict[str, Any]:
@@ -95,6 +92,12 @@ class QueueAdmin:
             yield [job_id for job_id, _ in page]
             cursor = f"({int(page[-1][1])}"
 
+    async def _ids_in_status(self, status: str) -> AsyncIterator[list[str]]:
+        """Batches of the ids in a status, queue by queue."""
+        for queue in await self.store.queue_names():
+            async for ids in self._ids_by_status(self.keys.queue_status_index(queue, status)):
+                yield ids
+
     async def clean(self, queue: str, status: str, older_than_ms: int) -> int:
         """Delete the queue's jobs in `status` that finished at least `older_than_ms` ago."""
         cutoff = await self.now_ms() - older_than_ms
@@ -111,10 +114,7 @@ class QueueAdmin:
 
     async def bulk(self, action: str, ids: list[str] | None = None, status: str | None = None) -> int:
         """Apply an action to the given ids, or to every job in a status; returns how many changed."""
-        if ids is not None:
-            batches = _batches(ids)
-        else:
-            batches = self._ids_by_status(self.keys.status_index(status or ""))
+        batches = _batches(ids) if ids is not None else self._ids_in_status(status or "")
         affected = 0
         async for batch in batches:
             replies = await self.store.apply(action, batch)
@@ -127,8 +127,8 @@ class QueueAdmin:
         live = await self.registry.live_workers()
         serving = _served(live)
         names = await self.queue_names(live)
+        now_s = await self.now_ms() // 1000  # not in the pipeline: a cluster's has no keyless commands
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
             for q in names:
                 pipe.hget(k.meta(q), "paused")
                 for status in STATUSES:
@@ -137,11 +137,10 @@ class QueueAdmin:
                 pipe.lrange(k.failures(q), 0, scripts.RECENT_FAILURES - 1)
                 pipe.hgetall(k.rate(q))
             replies = await pipe.execute()
-        now_s = replies[0][0]
         per_queue = 4 + len(STATUSES)
         queues = []
         for i, name in enumerate(names):
-            paused, *rest = replies[1 + i * per_queue : 1 + (i + 1) * per_queue]
+            paused, *rest = replies[i * per_queue : (i + 1) * per_queue]
             counts, (active_ids, failures, rate) = rest[: len(STATUSES)], rest[len(STATUSES) :]
             last_minute = _rate_window(rate, "s", 120, now_s, 60)
             history = _rate_window(rate, "m", 60, now_s // 60, HISTORY_MINUTES)

@@ -9,17 +9,18 @@ Two things are expanded on load, and an unknown one raises `ScriptError` there, 
 - `{{NAME}}` is replaced by a constant from Python (`CONSTANTS` below), so limits live here.
 
 Every job-changing script includes `queue_block`, and so takes the same *queue block* as
-KEYS[1..20] (see `Keys.queue_block`; `includes/queue_block.lua` names them), then its own keys:
+KEYS[1..14] (see `Keys.queue_block`; `includes/queue_block.lua` names them), then its own keys:
 
-    KEYS[1]      events stream (capped; its entry id is the SSE event id)
+    KEYS[1]      the queue's event log (capped; its entry id is the queue's part of the SSE id)
     KEYS[2..8]   the queue's wait list, high-priority set, delayed set, paused list, meta hash,
                  rate hash and recent failures
-    KEYS[9..14]  global status indexes, in models.STATUSES order
-    KEYS[15..20] the queue's status indexes, same order
+    KEYS[9..14]  the queue's status indexes, in models.STATUSES order
 
-Each change bumps the job's `rev`, appends the event to the stream and publishes it, in one atomic
-step, so listeners see a job's events in rev order. Time comes from Redis `TIME`, one clock for
-every host. User text only ever arrives in ARGV.
+Every key a script is given or builds is in one queue's slot (keys.py), so each runs on one shard
+of a Redis Cluster; no script touches a global key. Each change bumps the job's `rev`, appends the
+event to the queue's log and publishes it, in one atomic step, so listeners see a job's events in
+rev order. Time comes from Redis `TIME`, one clock for every host. User text only ever arrives in
+ARGV.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ CONSTANTS: dict[str, str] = {
     "API_FIELDS": _lua_table(f"'{name}'" for name in API_FIELDS),
     "RAW_API_FIELDS": _lua_table(f"{name} = true" for name in RAW_API_FIELDS),
     "STATUS_SLOT": _lua_table(f"{status} = {i}" for i, status in enumerate(STATUSES)),
-    "STATUS_COUNT": str(len(STATUSES)),
     "DURATION_BUCKETS": _lua_table(repr(b) for b in DURATION_BUCKETS),
     "EVENTS_CAP": str(EVENTS_CAP),
     "EVENTS_MAX_BYTES": str(EVENTS_MAX_BYTES),
@@ -114,6 +114,7 @@ FAIL = load("fail")
 REQUEUE = load("requeue")
 RECOVER_ORPHANS = load("recover_orphans")
 PROMOTE_DUE = load("promote_due")
+PAGE = load("page")
 # API actions on one job: ARGV[1] id, ARGV[2] job channel; each returns {outcome, detail}.
 CANCEL = load("cancel")
 RETRY = load("retry")
@@ -122,4 +123,6 @@ SET_PRIORITY = load("set_priority")
 DELETE = load("delete")
 # Queue and worker bookkeeping.
 SET_PAUSED = load("set_paused")
+DELETE_QUEUE = load("delete_queue")
+IDEMPOTENCY_FINISH = load("idempotency_finish")
 HEARTBEAT = load("heartbeat")

@@ -27,14 +27,19 @@ from . import openapi
 from . import security
 from . import serving
 from . import stream
-from .connections import IdleClosingBlockingPool, IdleClosingPool, connect, durability_warnings
+from redis.asyncio.cluster import RedisCluster
+
+from .connections import (
+    UNAVAILABLE, Client, IdleClosingBlockingPool, IdleClosingPool, Subscribers, cluster_state_ok, connect,
+    durability_warnings,
+)  # fmt: skip
 from .keys import DEFAULT_PREFIX, Keys
 from .store import JobStore
 from .errors import BODY_TIMEOUT, ApiError, Handler, error_response, errors_as_json
 
 log = logging.getLogger(__name__)
 
-REDIS = web.AppKey("redis", redis.Redis)
+REDIS = web.AppKey("redis", Client)
 MAX_BODY_BYTES = 1024 * 1024
 API_POOL_SIZE = 64  # API calls queue for a connection past this, rather than open ever more
 IDLE_CONNECTION_S = 60.0  # pooled Redis connections unused this long are closed
@@ -54,6 +59,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False  # redis_url is any node of a Redis Cluster
     prefix: str = DEFAULT_PREFIX
     # Origins allowed to call the API from another page. "null" is a dashboard opened from disk;
     # the dashboard served at / is same-origin and needs nothing. "*" allows every origin.
@@ -78,6 +84,7 @@ class Settings:
             host=env.get("HOST", cls.host),
             port=int(env.get("PORT", cls.port)),
             redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_cluster=env.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes"),
             api_token=env.get("API_TOKEN") or None,
             local_token=env.get("JOBLINE_LOCAL_TOKEN") or None,
             allowed_hosts=frozenset(h.strip().lower() for h in env.get("ALLOWED_HOSTS", "").split(",") if h.strip()),
@@ -122,9 +129,10 @@ def cors(settings: Settings) -> tuple[Any, Any]:
 
 class Health:
     """`/healthz` pings Redis on one connection of its own, at most once a second, whatever the
-    number of callers: a burst of health checks costs Redis one PING."""
+    number of callers: a burst of health checks costs Redis one PING. On a cluster, every primary
+    must answer and say the cluster is ok."""
 
-    def __init__(self, client: redis.Redis, max_age_s: float = 1.0) -> None:
+    def __init__(self, client: Client, max_age_s: float = 1.0) -> None:
         self.client, self.max_age_s = client, max_age_s
         self._checked_at = -math.inf
         self._ok = False
@@ -140,9 +148,12 @@ class Health:
 
     async def _ping(self) -> bool:
         try:
-            await asyncio.wait_for(self.client.ping(), timeout=2)
-            self._ok = True
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
+            if isinstance(self.client, RedisCluster):
+                self._ok = await asyncio.wait_for(cluster_state_ok(self.client), timeout=2)
+            else:
+                await asyncio.wait_for(self.client.ping(), timeout=2)
+                self._ok = True
+        except (*UNAVAILABLE, redis.exceptions.RedisError, OSError, asyncio.TimeoutError):
             self._ok = False
         self._checked_at = asyncio.get_running_loop().time()
         self._check = None
@@ -195,28 +206,34 @@ def create_app(settings: Settings) -> web.Application:
                 ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1, supported_errors=(redis.exceptions.ConnectionError,)
             ),
         }
+        url, cluster = settings.redis_url, settings.redis_cluster
         # API calls share a bounded pool and wait for a free connection (a busy pool is not a 503).
-        client = connect(settings.redis_url, IdleClosingBlockingPool, max_connections=API_POOL_SIZE, timeout=10, **options)
-        # Every open stream holds a subscription of its own: a pool of its own, as large as the cap.
-        subscriber = connect(
-            settings.redis_url, IdleClosingPool, max_connections=settings.max_streams + 8,
-            **{**options, "socket_connect_timeout": 5.0},
-        )  # fmt: skip
-        health = connect(settings.redis_url, IdleClosingBlockingPool, max_connections=1, timeout=2, **options)
+        client = connect(url, IdleClosingBlockingPool, cluster, max_connections=API_POOL_SIZE, timeout=10, **options)
+        # Every open stream holds a subscription of its own: a pool of its own, as large as the cap
+        # (on a cluster: of one node at a time, see Subscribers).
+        sub_options = {**options, "max_connections": settings.max_streams + 8, "socket_connect_timeout": 5.0}
+        if cluster:
+            subscriber, subscribers = None, Subscribers(client, **sub_options)
+        else:
+            subscriber = connect(url, IdleClosingPool, **sub_options)
+            subscribers = Subscribers(subscriber)
+        health = connect(url, IdleClosingBlockingPool, cluster, max_connections=1, timeout=2, **options)
         app[REDIS] = client
-        app[stream.SUBSCRIBER] = subscriber
+        app[stream.SUBSCRIBER] = subscribers
         app[HEALTH] = Health(health)
         app[api.STORE] = JobStore(client, Keys(settings.prefix))
         try:
             for warning in await durability_warnings(client):
                 log.warning(warning)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        except UNAVAILABLE as error:
             log.warning("Redis is not reachable yet (%s); the API answers 503 until it is", error)
         sweeper = asyncio.create_task(_close_idle_connections(client, subscriber, health))
         yield
         sweeper.cancel()
+        await subscribers.aclose()
         for each in (client, subscriber, health):
-            await each.aclose()
+            if each is not None:
+                await each.aclose()
 
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/", dashboard)
@@ -228,11 +245,13 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _close_idle_connections(*clients: redis.Redis) -> None:
+async def _close_idle_connections(*clients: Client | None) -> None:
+    """Our pools on a single Redis (a cluster client keeps a pool per node, its own way)."""
     while True:
         await asyncio.sleep(IDLE_CONNECTION_S / 4)
         for client in clients:
-            await client.connection_pool.close_idle(IDLE_CONNECTION_S)  # type: ignore[attr-defined]
+            if isinstance(client, redis.Redis):
+                await client.connection_pool.close_idle(IDLE_CONNECTION_S)  # type: ignore[attr-defined]
 
 
 def redact(url: str) -> str:
@@ -263,9 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=defaults.host, help="interface to bind (env HOST)")
     parser.add_argument("--port", type=int, default=defaults.port, help="port (env PORT)")
     parser.add_argument("--redis-url", default=defaults.redis_url, help="Redis URL (env REDIS_URL)")
+    parser.add_argument(
+        "--redis-cluster", action="store_true", default=defaults.redis_cluster,
+        help="REDIS_URL is a node of a Redis Cluster (env REDIS_CLUSTER=1)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = replace(defaults, host=args.host, port=args.port, redis_url=args.redis_url)
+    settings = replace(
+        defaults, host=args.host, port=args.port, redis_url=args.redis_url, redis_cluster=args.redis_cluster
+    )
     fd_limit = serving.raise_fd_limit()
     cap = serving.stream_cap(settings.max_streams, fd_limit)
     if cap < settings.max_streams:

@@ -1,7 +1,12 @@
 """The queue on Redis: every read and write of jobs, shared by the server and the worker.
 
-Multi-key changes go through the Lua scripts in scripts.py (registered once per store); reads are
-pipelined. Nothing here scans the keyspace: listings page through sorted-set indexes.
+Multi-key changes go through the Lua scripts in scripts.py (registered once per store), each on
+one queue's keys (one Redis Cluster slot); reads are pipelined. Nothing here scans the keyspace:
+listings page through each queue's sorted-set indexes and merge the pages.
+
+The same code runs on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`): calls
+that touch several queues go out as one pipeline on a single Redis, and concurrently on a cluster,
+whose client runs no scripts in pipelines.
 """
 
 from __future__ import annotations
@@ -12,10 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 from . import scripts
-from .keys import Keys
-from .models import ACTION_MAX, EVENTS_CAP, Job, LOG_CAP, LOG_LINE_MAX, NewJob, Priority, REASON_MAX, Status, new_job_id
+from .connections import redis_now_ms
+from .keys import Keys, new_job_id
+from .models import ACTION_MAX, EVENTS_CAP, Job, LOG_CAP, LOG_LINE_MAX, NewJob, Priority, REASON_MAX, Status
+
+# A script call: the registered script, its keys and its args.
+Call = tuple[AsyncScript, list[str], list[Any]]
 
 
 class JobNotFound(LookupError):
@@ -42,12 +54,22 @@ def _jobs(flats: list[list[str]]) -> list[Job]:
     return [Job.from_redis(_pairs(flat)) for flat in flats]
 
 
+def _new_job(new: NewJob) -> Job:
+    return Job(
+        id=new_job_id(new.queue), name=new.name, type=new.type, queue=new.queue, data=new.data,
+        priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
+        max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms,
+    )  # fmt: skip
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, keys: Keys | None = None) -> None:
         self.redis = client
         self.keys = keys or Keys()
+        self.cluster = isinstance(client, RedisCluster)
         register = client.register_script
         self._enqueue = register(scripts.ENQUEUE)
+        self._page = register(scripts.PAGE)
         self._claim = register(scripts.CLAIM)
         self._update = register(scripts.UPDATE)
         self._emit = register(scripts.EMIT)
@@ -64,29 +86,104 @@ class JobStore:
 
     # -- creating and reading -----------------------------------------------------------------
     async def enqueue(self, new: NewJob) -> Job:
-        job = Job(
-            id=new_job_id(),
-            name=new.name,
-            type=new.type,
-            queue=new.queue,
-            data=new.data,
-            priority=new.priority,
-            max_attempts=new.max_attempts,
-            backoff_ms=new.backoff_ms,
-            max_backoff_ms=new.max_backoff_ms,
-            timeout_ms=new.timeout_ms,
-        )
+        return (await self.enqueue_many([new]))[0]
+
+    async def enqueue_many(self, news: Sequence[NewJob]) -> list[Job]:
+        """Create jobs, in order, all or none: one ENQUEUE call per queue, which creates all of
+        that queue's jobs or none. With several queues, the calls go in one MULTI/EXEC on a single
+        Redis (a call refused while queuing aborts it whole) and concurrently on a cluster; if a
+        call fails when run (say, Redis ran out of memory after the first queue's jobs), the jobs
+        the other calls created are deleted again before the error is raised."""
         k = self.keys
-        fields = [item for pair in job.to_redis().items() for item in pair]
-        flat = await self._enqueue(
-            keys=[
-                *k.queue_block(job.queue),
-                k.job(job.id), k.seq, k.all_jobs, k.queue_jobs(job.queue),
-                k.type_index(job.type), k.queues,
-            ],  # fmt: skip
-            args=[job.id, k.job_channel(job.id), new.delay_ms, job.queue, *fields],
-        )
-        return Job.from_redis(_pairs(flat))
+        jobs = [(_new_job(new), new.delay_ms) for new in news]
+        by_queue: dict[str, list[tuple[Job, int]]] = {}
+        for job, delay in jobs:
+            by_queue.setdefault(job.queue, []).append((job, delay))
+        # One clock reading for a batch across queues, so that it lists in its own order.
+        base = await redis_now_ms(self.redis) if len(by_queue) > 1 else ""
+        place = {job.id: i for i, (job, _) in enumerate(jobs)}
+        calls: list[Call] = []
+        for queue, members in by_queue.items():
+            keys, args = [*k.queue_block(queue), k.queue_jobs(queue)], [base]
+            for job, delay in members:
+                fields = [item for pair in job.to_redis().items() for item in pair]
+                keys += [k.job(job.id), k.type_index(queue, job.type)]
+                args += [job.id, k.job_channel(job.id), delay, place[job.id], len(fields) // 2, *fields]
+            calls.append((self._enqueue, keys, args))
+        replies = await self._run_each(calls)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            created = [
+                job.id
+                for reply, members in zip(replies, by_queue.values())
+                if not isinstance(reply, Exception)
+                for job, _ in members
+            ]
+            for start in range(0, len(created), 500):
+                await self.apply("delete", created[start : start + 500])
+            raise failed[0]
+        by_id: dict[str, Job] = {}
+        new_queues = []
+        for queue, (new_queue, *flats) in zip(by_queue, replies):
+            if new_queue:
+                new_queues.append(queue)
+            for flat in flats:
+                job = Job.from_redis(_pairs(flat))
+                by_id[job.id] = job
+        if new_queues:  # the registry is global: kept out of the scripts, written once per queue
+            await self.redis.sadd(k.queues, *new_queues)
+        return [by_id[job.id] for job, _ in jobs]
+
+    async def _run_each(self, calls: list[Call]) -> list[Any]:
+        """Each call's reply, or the exception it failed with."""
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            return [await script(keys=keys, args=args)]  # one call: all or nothing by itself
+        if self.cluster:
+            return await self._cluster_pipeline(calls)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # SCRIPT LOAD (a no-op when Redis has it) then EVALSHA: a pipeline that runs a
+            # registered script would first ask SCRIPT EXISTS, a second round trip.
+            pipe.script_load(self._enqueue.script)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return (await pipe.execute(raise_on_error=False))[1:]
+
+    async def run_scripts(self, calls: list[Call]) -> list[Any]:
+        """Independent script calls (each may fail on its own), in one pipeline: on a cluster, one
+        per node. Raises the first call's error, if any."""
+        if not calls:
+            return []
+        if self.cluster:
+            replies = await self._cluster_pipeline(calls)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return await pipe.execute()
+
+    async def _cluster_pipeline(self, calls: list[Call]) -> list[Any]:
+        """Each call's reply or error. redis-py's cluster pipeline refuses its script helpers, but
+        sends a raw EVALSHA to its keys' node; a node that lacks a script (new, or restarted) gets
+        it loaded, and those calls go again."""
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in pending:
+                    script, keys, args = calls[i]
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                for i, reply in zip(pending, await pipe.execute(raise_on_error=False)):
+                    replies[i] = reply
+            pending = [i for i in pending if isinstance(replies[i], NoScriptError)]
+            if not pending or attempt:
+                break
+            for script in {calls[i][0].sha: calls[i][0] for i in pending}.values():
+                await self.redis.script_load(script.script)  # on every primary
+        return replies
 
     async def get(self, job_id: str, with_logs: bool = False) -> tuple[Job, list[str]]:
         job, logs, _ = await self.get_full(job_id) if with_logs else (await self._get(job_id), [], [])
@@ -109,6 +206,9 @@ class JobStore:
             raise JobNotFound(job_id)
         return Job.from_redis(found), logs, [json.loads(e) for e in events]
 
+    async def queue_names(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.queues))
+
     async def list(
         self,
         statuses: list[Status],
@@ -117,33 +217,31 @@ class JobStore:
         limit: int,
         offset: int,
     ) -> tuple[list[Job], int]:
-        """Newest first. One index answers a single filter; several are combined in a temp key."""
+        """Newest first, `total` exact. Each queue answers its first offset+limit ids with their
+        scores (one PAGE call, which combines several indexes in a scratch key of its own slot);
+        the pages are merged by score (creation time), which orders jobs across queues."""
         k = self.keys
-        if queue:
-            sources = [k.queue_status_index(queue, s) for s in statuses] or [k.queue_jobs(queue)]
-        else:
-            sources = [k.status_index(s) for s in statuses] or [k.all_jobs]
-        if job_type and sources == [k.all_jobs]:
-            sources, job_type = [k.type_index(job_type)], None  # the type index alone answers
-        combined = len(sources) > 1 or job_type is not None
-        source = k.temp(secrets.token_hex(8)) if combined else sources[0]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if combined:
-                pipe.zunionstore(source, sources, aggregate="MAX")
-                if job_type:
-                    pipe.zinterstore(source, [source, k.type_index(job_type)], aggregate="MAX")
-            pipe.zcard(source)
-            pipe.zrevrange(source, offset, offset + limit - 1)
-            if combined:
-                pipe.delete(source)
-            replies = await pipe.execute()
-        total, ids = replies[-3:-1] if combined else replies[-2:]
-        return await self._load(ids), total
+        queues = [queue] if queue else await self.queue_names()
+        calls: list[Call] = []
+        for q in queues:
+            sources = [k.queue_status_index(q, s) for s in statuses]
+            if not sources:
+                sources = [k.type_index(q, job_type) if job_type else k.queue_jobs(q)]
+            elif job_type:
+                sources.append(k.type_index(q, job_type))
+            typed = "1" if statuses and job_type else "0"
+            calls.append((self._page, [k.temp(q, secrets.token_hex(8)), *sources], [offset + limit, typed]))
+        total, scored = 0, []
+        for queue_total, page in await self.run_scripts(calls):
+            total += queue_total
+            scored += [(float(score), job_id) for job_id, score in zip(page[::2], page[1::2])]
+        scored.sort(reverse=True)
+        return await self._load([job_id for _, job_id in scored[offset : offset + limit]]), total
 
     async def _load(self, ids: list[str]) -> list[Job]:
         if not ids:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # on a cluster: one per node
             for job_id in ids:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await pipe.execute()
@@ -165,13 +263,13 @@ class JobStore:
         present = [(i, t) for i, t in zip(ids, targets) if t[0] is not None]
         if not present:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, (queue, job_type, worker_id) in present:
-                script, keys, args = self._action_call(action, job_id, queue, job_type, worker_id or "")
-                if action == "delete":
-                    args.append(only_status)
-                await script(keys=keys, args=[*args, *extra], client=pipe)
-            replies = await pipe.execute()
+        calls: list[Call] = []
+        for job_id, (queue, job_type, worker_id) in present:
+            script, keys, args = self._action_call(action, job_id, queue, job_type, worker_id or "")
+            if action == "delete":
+                args.append(only_status)
+            calls.append((script, keys, [*args, *extra]))
+        replies = await self.run_scripts(calls)
         return {job_id: reply for (job_id, _), reply in zip(present, replies)}
 
     def _action_call(
@@ -185,7 +283,7 @@ class JobStore:
             return self._cancel, [*keys, k.processing(queue, worker_id)], [*args, *stops_worker]
         if action == "delete":
             keys += [
-                k.job_logs(job_id), k.all_jobs, k.queue_jobs(queue), k.type_index(job_type),
+                k.job_logs(job_id), k.queue_jobs(queue), k.type_index(queue, job_type),
                 k.processing(queue, worker_id), k.job_events(job_id),
             ]  # fmt: skip
             return self._delete, keys, [*args, *stops_worker]
@@ -226,7 +324,7 @@ class JobStore:
         k = self.keys
         claimed = await self._claim(
             keys=[*k.queue_block(queue), k.processing(queue, worker_id)],
-            args=[worker_id, k.job_prefix, count, *moved],
+            args=[worker_id, k.job_prefix(queue), k.channel_prefix, count, *moved],
         )
         return _jobs(claimed)
 
@@ -249,7 +347,7 @@ class JobStore:
         the lease was lost."""
         k = self.keys
         applied = await self._update(
-            keys=[k.events, k.job(job.id), k.job_logs(job.id)],
+            keys=[k.event_log(job.queue), k.job(job.id), k.job_logs(job.id)],
             args=[
                 k.job_channel(job.id), job.worker_id or "", job.token,
                 "" if progress is None else progress,
@@ -265,16 +363,14 @@ class JobStore:
         lease was lost."""
         k = self.keys
         applied = await self._emit(
-            keys=[k.events, k.job(job.id), k.job_events(job.id)],
+            keys=[k.event_log(job.queue), k.job(job.id), k.job_events(job.id)],
             args=[k.job_channel(job.id), job.worker_id or "", job.token, name, _compact(data), EVENTS_CAP],
         )
         return applied == 1
 
     def _ack_keys(self, job: Job) -> list[str]:
         k, worker_id = self.keys, job.worker_id or ""
-        return [
-            *k.queue_block(job.queue), k.processing(job.queue, worker_id), k.job(job.id), k.worker(worker_id)
-        ]  # fmt: skip
+        return [*k.queue_block(job.queue), k.processing(job.queue, worker_id), k.job(job.id)]
 
     # The acks free a slot: with claim_next=1 they claim the next waiting job of the queue for it,
     # in the same round trip, and return it with the outcome.
@@ -286,7 +382,7 @@ class JobStore:
             keys=self._ack_keys(job),
             args=[
                 job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, result_json,
-                claim_next, self.keys.job_prefix,
+                claim_next, self.keys.job_prefix(job.queue), self.keys.channel_prefix,
             ],  # fmt: skip
         )
         return done == 1, _jobs(claimed)
@@ -298,7 +394,8 @@ class JobStore:
             keys=[*self._ack_keys(job), self.keys.job_logs(job.id)],
             args=[
                 job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason[:REASON_MAX],
-                "1" if retry else "0", claim_next, self.keys.job_prefix, LOG_CAP,
+                "1" if retry else "0", claim_next, self.keys.job_prefix(job.queue), LOG_CAP,
+                self.keys.channel_prefix,
             ],  # fmt: skip
         )
         return status, _jobs(claimed)
@@ -337,7 +434,7 @@ class JobStore:
             pipe.zrange(k.workers, 0, -1)
             *owners, live = await pipe.execute()
         live_workers = set(live)
-        keys: list[str] = [*k.queue_block(queue), k.workers]
+        keys: list[str] = k.queue_block(queue)
         args: list[Any] = [min_age_ms, max_recoveries]
         for job_id, worker_id in zip(active, owners):
             if worker_id is not None and worker_id not in live_workers:
@@ -360,34 +457,3 @@ class JobStore:
             keys=[*k.queue_block(queue), *map(k.job, ids)], args=args
         )
         return promoted, wait_ms
-
-    async def enqueue_many(self, news: Sequence[NewJob]) -> list[Job]:
-        """`enqueue` for several jobs in one round trip: its ENQUEUE call per job, in one MULTI/EXEC.
-        All or none: Redis runs the calls back to back with nothing in between; a call it refuses
-        while queuing (say, out of memory) aborts the EXEC, and a connection lost before EXEC drops
-        the queue, so no job is created (a plain pipeline leaves a full Redis with the first jobs of
-        the batch only). EXEC does not undo a call that fails when run, but on validated jobs with
-        fresh ids none does. The transaction opens with SCRIPT LOAD (a no-op when Redis has the
-        script) and calls EVALSHA itself: a pipeline that runs a registered script first asks
-        SCRIPT EXISTS, a second round trip."""
-        k = self.keys
-        blocks: dict[str, list[str]] = {}  # queue -> its queue block, built once per call
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.script_load(self._enqueue.script)
-            for new in news:
-                job = Job(
-                    id=new_job_id(), name=new.name, type=new.type, queue=new.queue, data=new.data,
-                    priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
-                    max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms,
-                )  # fmt: skip
-                if job.queue not in blocks:
-                    blocks[job.queue] = k.queue_block(job.queue)
-                keys = [
-                    *blocks[job.queue], k.job(job.id), k.seq, k.all_jobs, k.queue_jobs(job.queue),
-                    k.type_index(job.type), k.queues,
-                ]  # fmt: skip
-                fields = [item for pair in job.to_redis().items() for item in pair]
-                args = [job.id, k.job_channel(job.id), new.delay_ms, job.queue, *fields]
-                pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
-            _, *flats = await pipe.execute()
-        return [Job.from_redis(_pairs(flat)) for flat in flats]

@@ -1,11 +1,17 @@
-"""`GET /api/jobs/stream`: Server-Sent Events with lossless resume.
+"""`GET /api/jobs/stream`: Server-Sent Events with lossless resume, across every queue and shard.
 
-Every change is appended to a capped Redis stream and published, in one script (scripts.py), with the
-stream entry id as the SSE `id`. A connection subscribes first, then replays what the client missed
-from the stream, then forwards live messages, skipping any it already sent: no gap, no duplicate.
+Every change is appended to its queue's capped event log (a Redis stream in the queue's slot) and
+published, in one script (scripts.py). The SSE `id` is a cursor: for each queue, the log entry id
+of the last event sent (`queue=ms-seq,...`, opaque to clients). A connection subscribes first, then
+replays what the client missed from each queue's log, then forwards live messages, skipping any it
+already sent: no gap, no duplicate, and one job's events in `rev` order (a job lives in one queue).
 Its cursor only ever moves past events written to the client: if the subscription breaks (Redis
 restarted, or cut a subscriber that lagged past its output-buffer limit), it resubscribes and
 replays from the last event it actually wrote.
+
+A queue missing from a cursor is one the client has seen no event of: its log is replayed from the
+start, as long as nothing was ever trimmed from it (each entry carries the log's running byte
+total, so the oldest entry tells whether it was the first).
 """
 
 from __future__ import annotations
@@ -22,30 +28,56 @@ import redis.exceptions
 from aiohttp import web
 
 from .api import STORE
-from .keys import Keys
+from .connections import UNAVAILABLE, Subscribers
 from .errors import ApiError
+from .store import JobStore
+from .validation import NAME_RE
 
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = web.AppKey("ping_interval", float)
 # The client whose pool holds the streams' pub/sub connections (one per open stream), apart from
-# the API's pool so that streams can never starve API calls of connections. Set by server.py.
-SUBSCRIBER = web.AppKey("subscriber", redis.Redis)
+# the API's pool so that streams can never starve API calls of connections. Set by server.py. On a
+# cluster it is a client of one node: PUBLISH reaches subscribers on every node.
+SUBSCRIBER = web.AppKey("subscriber", Subscribers)
 MAX_STREAMS = web.AppKey("max_streams", int)
 REPLAY_BATCH = 500
 RETRY_AFTER_S = 5  # for a stream refused at MAX_STREAMS
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+MAX_CURSOR_QUEUES = 10_000
+_ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 EventId = tuple[int, int]
+START: EventId = (0, 0)  # before a log's first entry
+Cursor = dict[str, EventId]
+Entry = tuple[str, dict[str, str]]  # a log entry: its id, its fields
 
 
-def parse_event_id(raw: str | None) -> EventId | None:
-    match = _EVENT_ID.match(raw or "")
+def parse_event_id(raw: str) -> EventId | None:
+    match = _ENTRY_ID.match(raw)
     return (int(match[1]), int(match[2])) if match else None
 
 
 def format_event_id(event_id: EventId) -> str:
     return f"{event_id[0]}-{event_id[1]}"
+
+
+def parse_cursor(raw: str | None) -> Cursor | None:
+    """`queue=ms-seq,...` (or `0-0`: no event yet) as {queue: position}; None if malformed."""
+    if raw == "0-0":
+        return {}
+    cursor: Cursor = {}
+    for part in (raw or "").split(",", MAX_CURSOR_QUEUES):
+        queue, _, position = part.partition("=")
+        event_id = parse_event_id(position)
+        if not NAME_RE.fullmatch(queue) or event_id is None:
+            return None
+        cursor[queue] = event_id
+    return cursor
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """Queues at START are left out: missing means the same."""
+    return ",".join(f"{q}={format_event_id(e)}" for q, e in sorted(cursor.items()) if e != START) or "0-0"
 
 
 def sse(event: str, data: str, event_id: str | None = None) -> bytes:
@@ -56,6 +88,11 @@ def sse(event: str, data: str, event_id: str | None = None) -> bytes:
 async def _as_is(message: list[str]) -> list[str]:
     """Pub/sub messages as they come: redis-py's default handler formats each one for a debug log."""
     return message
+
+
+def _entry_start(fields: dict[str, str]) -> int:
+    """Where an entry starts in its log's running byte total (prelude.lua's event_size)."""
+    return int(fields.get("n", 0)) - (len(fields["e"].encode()) + len(fields["d"].encode()) + 40)
 
 
 @dataclass
@@ -71,35 +108,34 @@ class OpenStreams:
 
 class Batch:
     """Events to send in one write. The stream's cursor moves past them only once they are written:
-    a batch cut short by a broken subscription is dropped, and replayed from the event log."""
+    a batch cut short by a broken subscription is dropped, and replayed from the event logs."""
 
-    def __init__(self, after: EventId) -> None:
-        self.after = after
+    def __init__(self, cursor: Cursor) -> None:
+        self.cursor = cursor
+        self.after: Cursor = {}
         self.chunks: list[bytes] = []
 
-    def add(self, event_id: str, event: str, payload: str) -> None:
-        parsed = parse_event_id(event_id)
-        if parsed is not None and parsed > self.after:  # else sent already (replay and live overlap)
-            self.after = parsed
-            self.chunks.append(sse(event, payload, event_id))
+    def position(self, queue: str) -> EventId:
+        return self.after.get(queue) or self.cursor.get(queue, START)
+
+    def add(self, queue: str, event_id: EventId, event: str, payload: str) -> None:
+        if event_id > self.position(queue):  # else sent already (replay and live overlap)
+            self.after[queue] = event_id
+            self.chunks.append(sse(event, payload, format_cursor({**self.cursor, **self.after})))
 
 
 class EventStream:
-    """One client's stream: its own pub/sub subscription and a cursor into the event history."""
+    """One client's stream: its own pub/sub subscription and a cursor into every queue's log."""
 
     def __init__(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        client: redis.Redis,
-        subscriber: redis.Redis,
-        keys: Keys,
+        self, request: web.Request, response: web.StreamResponse, store: JobStore, subscribers: Subscribers
     ) -> None:
         self.request, self.response = request, response
-        self.redis, self.subscriber, self.keys = client, subscriber, keys
+        self.store, self.redis, self.keys = store, store.redis, store.keys
+        self.subscribers = subscribers
         self.ping_s = request.app[PING_INTERVAL]
         self.server = request.app[STREAMS]
-        self.cursor: EventId = (0, 0)
+        self.cursor: Cursor = {}
         self.loop = asyncio.get_running_loop()
         self.last_write = self.loop.time()
         self.client_gone = False
@@ -108,9 +144,10 @@ class EventStream:
         """Fix where the stream starts, before the client hears it is open (it then loads the
         list, so anything after this point must reach it). False: the id is unusable, reset."""
         if last_event_id is not None:
-            resume_from = parse_event_id(last_event_id)
-            if resume_from is not None and await self._retained(resume_from):
-                self.cursor = resume_from
+            resume_from = parse_cursor(last_event_id)
+            queues = await self.store.queue_names()
+            if resume_from is not None and await self._retained(resume_from, queues):
+                self.cursor = {q: e for q, e in resume_from.items() if q in queues}  # deleted queues go
                 return True
         self.cursor = await self._latest()
         return last_event_id is None
@@ -118,62 +155,93 @@ class EventStream:
     def reset_event(self) -> bytes:
         """`reset` (reload the list) with the position the stream continues from as its id, so a
         client that reconnects with it right away is not reset again."""
-        return sse("reset", "{}", format_event_id(self.cursor))
+        return sse("reset", "{}", format_cursor(self.cursor))
 
     async def run(self) -> None:
         """Until the client leaves (a write fails) or the server shuts down."""
         failures = 0
         while not self._ended():
             try:
-                async with self.subscriber.pubsub(push_handler_func=_as_is) as pubsub:
+                subscriber = await self.subscribers.get()
+                async with subscriber.pubsub(push_handler_func=_as_is) as pubsub:
                     await pubsub.psubscribe(self.keys.job_channel_pattern, self.keys.queue_channel_pattern)
-                    await self._replay()
+                    await self._replay_all()
                     failures = 0
                     await self._forward(pubsub)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            except UNAVAILABLE as error:
                 if self._ended():
                     return  # _keep_alive closed the subscription
                 failures += 1
+                self.subscribers.failed()
                 log.warning("stream lost its subscription (%s); resuming from the event log", error)
                 await self._write(b": subscription lost, resuming\n\n")
                 if failures > 1:  # a dropped connection is retried at once, a dead Redis with backoff
                     await asyncio.sleep(min(0.1 * 2**failures, 5))
 
-    async def _retained(self, event_id: EventId) -> bool:
-        """True if nothing after `event_id` has been trimmed away (and the id is not from the future)."""
-        oldest = await self.redis.xrange(self.keys.events, count=1)
-        latest = await self._latest()
-        if event_id > latest:
-            return False
-        return not oldest or event_id >= parse_event_id(oldest[0][0])  # type: ignore[operator]
+    async def _ends(self, queues: list[str]) -> list[tuple[list[Entry], list[Entry]]]:
+        """Each queue's log's (oldest entry, newest entry), as lists of at most one."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.xrange(self.keys.event_log(queue), count=1)
+                pipe.xrevrange(self.keys.event_log(queue), count=1)
+            replies = await pipe.execute()
+        return list(zip(replies[::2], replies[1::2]))
 
-    async def _overtaken(self) -> bool:
-        """True if events this stream has not written were trimmed from the log (a reader so slow
-        that the log's cap overtook it): a replay would leave a gap. At (0, 0) the stream started on
-        an empty log and wrote nothing yet: it replays the log from its start."""
-        return self.cursor != (0, 0) and not await self._retained(self.cursor)
+    async def _retained(self, cursor: Cursor, queues: list[str]) -> bool:
+        """True if every event of `queues` after the cursor is still in their logs (none trimmed
+        away, and no position from the future)."""
+        for queue, (oldest, newest) in zip(queues, await self._ends(queues)):
+            position = cursor.get(queue, START)
+            latest = parse_event_id(newest[0][0]) if newest else START
+            if position > latest:  # type: ignore[operator]
+                return False
+            if oldest and not self._holds_after(position, oldest[0]):
+                return False
+        return True
 
-    async def _latest(self) -> EventId:
-        newest = await self.redis.xrevrange(self.keys.events, count=1)
-        return parse_event_id(newest[0][0]) if newest else (0, 0)  # type: ignore[return-value]
+    @staticmethod
+    def _holds_after(position: EventId, oldest: Entry) -> bool:
+        """Whether a log whose oldest entry is `oldest` still holds everything after `position`."""
+        if position == START:
+            return _entry_start(oldest[1]) <= 0  # the log's first entry ever
+        return position >= parse_event_id(oldest[0])  # type: ignore[operator]
 
-    async def _replay(self) -> None:
-        """The log after the cursor, one write per page; a reset if the log no longer has it all."""
+    async def _latest(self) -> Cursor:
+        queues = await self.store.queue_names()
+        return {
+            queue: parse_event_id(newest[0][0])  # type: ignore[misc]
+            for queue, (_, newest) in zip(queues, await self._ends(queues))
+            if newest
+        }
+
+    async def _replay_all(self) -> None:
+        for queue in await self.store.queue_names():
+            if not await self._replay(queue):
+                return
+
+    async def _replay(self, queue: str) -> bool:
+        """The queue's log after the cursor, one write per page. False if the log no longer has
+        it all: the stream was reset (to the latest of every log)."""
+        log_key = self.keys.event_log(queue)
         while True:
-            cursor = format_event_id(self.cursor)
+            position = self.cursor.get(queue, START)
             # From the cursor itself: finding it proves nothing after it was trimmed (the log is
             # trimmed from its head), at no extra round trip.
-            entries = await self.redis.xrange(self.keys.events, min=cursor, count=REPLAY_BATCH)
-            if (not entries or entries[0][0] != cursor) and await self._overtaken():
+            entries = await self.redis.xrange(log_key, min=format_event_id(position), count=REPLAY_BATCH)
+            first = entries[0] if entries else None
+            whole = first is not None and (
+                first[0] == format_event_id(position) or (position == START and _entry_start(first[1]) <= 0)
+            )
+            if not whole and not await self._retained({queue: position}, [queue]):
                 self.cursor = await self._latest()
                 await self._write(self.reset_event())
-                continue
+                return False
             batch = Batch(self.cursor)  # skips the cursor's own entry
-            for event_id, fields in entries:
-                batch.add(event_id, fields["e"], fields["d"])
+            for entry_id, fields in entries:
+                batch.add(queue, parse_event_id(entry_id) or START, fields["e"], fields["d"])
             await self._flush(batch)
             if len(entries) < REPLAY_BATCH:
-                return
+                return True
 
     def _ended(self) -> bool:
         return self.server.closing or self.client_gone
@@ -191,17 +259,24 @@ class EventStream:
                 # Everything already received goes out in one write: a stream that fell behind
                 # catches up instead of paying a socket write per event. When Redis cuts the
                 # subscription, the read after the last buffered message fails: the batch is
-                # dropped unwritten, and run() replays it from the log.
+                # dropped unwritten, and run() replays it from the logs.
                 batch = Batch(self.cursor)
                 while True:
                     if reply[0] == "pmessage":
-                        event_id, event, payload = reply[3].split("\n", 2)
-                        batch.add(event_id, event, payload)
+                        queue, entry_id, event, payload = reply[3].split("\n", 3)
+                        if queue not in self.cursor and queue not in batch.after:
+                            # A queue new to this stream: its log holds this event and any it
+                            # published before we subscribed.
+                            await self._flush(batch)
+                            await self._replay(queue)
+                            batch = Batch(self.cursor)
+                        else:
+                            batch.add(queue, parse_event_id(entry_id) or START, event, payload)
                     elif reply[0] == "psubscribe":
                         # Subscribed (this stream subscribes before it replays, and the confirmation
-                        # may come after the replay): what was published before is only in the stream.
+                        # may come after the replay): what was published before is only in the logs.
                         await self._flush(batch)
-                        await self._replay()
+                        await self._replay_all()
                         batch = Batch(self.cursor)
                     if not await connection.can_read():
                         break
@@ -233,7 +308,7 @@ class EventStream:
     async def _flush(self, batch: Batch) -> None:
         if batch.chunks:
             await self._write(b"".join(batch.chunks))
-            self.cursor = batch.after  # written: only now is it past these events
+            self.cursor.update(batch.after)  # written: only now is it past these events
 
 
 STREAMS = web.AppKey("streams", OpenStreams)
@@ -267,7 +342,7 @@ async def _serve(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # no proxy buffering of events
         }
     )
-    events = EventStream(request, response, store.redis, request.app[SUBSCRIBER], store.keys)
+    events = EventStream(request, response, store, request.app[SUBSCRIBER])
     # EventSource sends Last-Event-ID on its own reconnects; a page that opens a new one passes it in the query.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     resumable = await events.start_from(last_event_id)  # a failure here is still a JSON error

@@ -24,7 +24,7 @@ import redis.exceptions
 from . import tasks
 from .keys import DEFAULT_PREFIX, Keys
 from .models import Job, now_ms
-from .connections import connect, durability_warnings
+from .connections import UNAVAILABLE, Subscribers, connect, durability_warnings
 from .store import JobStore
 from .context import JobContext, JobTimedOut
 from .liveness import DEFAULT_LEASE_MS, HeartbeatThread, Registry
@@ -33,12 +33,13 @@ from .threads import HandlerThreads, is_async
 
 log = logging.getLogger("jobline.worker")
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+REDIS_ERRORS = (*UNAVAILABLE, OSError)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False  # redis_url is any node of a Redis Cluster
     queues: tuple[str, ...] = ("default",)
     concurrency: int = 5
     task_modules: tuple[str, ...] = ()
@@ -69,6 +70,7 @@ class Worker:
         # The socket timeout must outlast the blocking BLMOVE.
         self.redis = self.client or connect(
             self.settings.redis_url,
+            cluster=self.settings.redis_cluster,
             socket_timeout=self.settings.block_s + 10,
             max_connections=2 * self.settings.concurrency + 20,  # every slot may talk at once, plus duties
         )
@@ -83,6 +85,7 @@ class Worker:
         self._stopping = asyncio.Event()  # claim nothing new
         self._closed = asyncio.Event()  # background duties end
         self._started_at = now_ms()
+        self.processed = self.failed = 0  # jobs completed, attempts failed (shown with the worker)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -101,7 +104,7 @@ class Worker:
         log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
         # The heartbeat has a thread and a connection of its own: a handler that blocks the event
         # loop must not make this worker look dead (a frozen or killed process still does).
-        heart = HeartbeatThread(s.redis_url, self.keys, self.id, self._info(), s.lease_ms / 5000)
+        heart = HeartbeatThread(s.redis_url, s.redis_cluster, self.keys, self.id, self._info, s.lease_ms / 5000)
         heart.start()
         # Background duties run until the very end (the heartbeat must go on while jobs drain) and
         # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
@@ -283,7 +286,11 @@ class Worker:
         """Complete or fail the job; the same round trip claims the slot's next job, unless the
         worker is stopping or the job's queue is not the first (queues are served in order)."""
         claim_next = int(not self._stopping.is_set() and job.queue == self.settings.queues[0])
-        _, claimed = await self._retrying(ack, job, *args, claim_next=claim_next)
+        outcome, claimed = await self._retrying(ack, job, *args, claim_next=claim_next)
+        if outcome is True:  # counted here, not in Redis: the worker's hash is in another slot
+            self.processed += 1
+        elif outcome:
+            self.failed += 1
         return claimed[0] if claimed else None
 
     async def _call(self, handler: Handler, job: Job) -> Any:
@@ -308,6 +315,7 @@ class Worker:
         return {
             "id": self.id, "host": self.host, "pid": os.getpid(), "queues": json.dumps(list(s.queues)),
             "concurrency": s.concurrency, "startedAt": self._started_at, "leaseMs": s.lease_ms,
+            "processed": self.processed, "failed": self.failed,
         }  # fmt: skip
 
     async def _check_leases(self) -> None:
@@ -336,9 +344,10 @@ class Worker:
 
     async def _listen_for_control(self) -> None:
         """Cancel requests for running jobs arrive on this worker's control channel."""
+        subscribers = Subscribers(self.redis)  # on a cluster: one node at a time
         while not self._closed.is_set():
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with (await subscribers.get()).pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.keys.worker_channel(self.id))
                     while not self._closed.is_set():
                         message = await pubsub.get_message(timeout=0.5)
@@ -349,7 +358,9 @@ class Worker:
                             self.stop_job(job_id, "cancelled")
             except REDIS_ERRORS as error:
                 log.warning("control channel lost (%s); resubscribing", error)
+                subscribers.failed()
                 await self._pause(1)
+        await subscribers.aclose()
 
     async def _schedule_delayed(self, queue: str) -> None:
         """Delayed jobs and retry backoffs become waiting when due."""

@@ -26,6 +26,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
     parser.add_argument("--tasks", action="append", dest="task_modules", help="module with handlers (a TASKS dict, else its public functions, async or plain); repeatable (env JOBLINE_TASKS, comma-separated)")
     parser.add_argument("--lease-ms", type=int, default=int(env.get("JOBLINE_LEASE_MS", WorkerSettings.lease_ms)), help="silence after which a worker counts as dead and its jobs are recovered (env JOBLINE_LEASE_MS; default 10000)")
     parser.add_argument("--grace", type=float, default=float(env.get("JOBLINE_GRACE_S", WorkerSettings.grace_s)), help="seconds active jobs may finish on SIGTERM (env JOBLINE_GRACE_S; default 25)")
+    parser.add_argument("--redis-cluster", action="store_true", default=env.get("REDIS_CLUSTER", "").lower() in ("1", "true", "yes"), help="REDIS_URL is a node of a Redis Cluster (env REDIS_CLUSTER=1)")
     args = parser.parse_args(argv)
     queues = args.queues or [q for q in env.get("JOBLINE_QUEUES", "default").split(",") if q]
     modules = args.task_modules or [m for m in env.get("JOBLINE_TASKS", "").split(",") if m]
@@ -38,6 +39,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         parser.error("--lease-ms must be at least 500")
     return WorkerSettings(
         redis_url=args.redis_url,
+        redis_cluster=args.redis_cluster,
         queues=tuple(dict.fromkeys(queues)),
         concurrency=args.concurrency,
         task_modules=tuple(modules),

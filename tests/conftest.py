@@ -29,6 +29,7 @@ from jobline.connections import connect
 from jobline.store import JobStore
 from jobline.tasks import load_handlers
 from jobline.worker import Worker, WorkerSettings
+from tests.cluster import RedisClusterProcess
 
 TEST_HANDLERS = "tests.handlers"
 
@@ -90,19 +91,54 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
+# The jobs API, worker, stream and admin tests run twice: on a single Redis and on a local 3-master
+# Redis Cluster (tests/cluster.py), started once, when a test first needs it.
+BOTH_BACKENDS = {"test_api_jobs", "test_worker", "test_stream", "test_admin", "test_cluster"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if "backend" in metafunc.fixturenames and module in BOTH_BACKENDS:
+        metafunc.parametrize("backend", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisProcess) -> str:
-    """A clean database for every test."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """"single" (a plain redis-server), or "cluster" in the modules of BOTH_BACKENDS."""
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"), binary=redis_server_binary())
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def on_cluster(backend: str) -> bool:
+    return backend == "cluster"
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """A clean database for every test: of the single Redis, or of the cluster."""
     import redis as sync_redis
 
-    with sync_redis.Redis.from_url(redis_server.url) as r:
+    if backend == "cluster":
+        cluster: RedisClusterProcess = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return cluster.url
+    server: RedisProcess = request.getfixturevalue("redis_server")
+    with sync_redis.Redis.from_url(server.url) as r:
         r.flushall()
-    return redis_server.url
+    return server.url
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = connect(redis_url)
+async def redis_client(redis_url: str, on_cluster: bool) -> AsyncIterator[Any]:
+    client = connect(redis_url, cluster=on_cluster)
     yield client
     await client.aclose()
 
@@ -113,8 +149,8 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url)
+def settings(redis_url: str, on_cluster: bool) -> Settings:
+    return Settings(redis_url=redis_url, redis_cluster=on_cluster)
 
 
 @pytest.fixture
@@ -123,12 +159,13 @@ async def client(aiohttp_client: Any, settings: Settings) -> Any:
 
 
 @pytest.fixture
-async def start_worker(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+async def start_worker(redis_url: str, on_cluster: bool) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
     """Start in-process workers (real Worker, real Redis); all are stopped after the test."""
     started: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> Worker:
-        settings = replace(WorkerSettings(redis_url=redis_url, lease_ms=2000, grace_s=5), **overrides)
+        defaults = WorkerSettings(redis_url=redis_url, redis_cluster=on_cluster, lease_ms=2000, grace_s=5)
+        settings = replace(defaults, **overrides)
         worker = Worker(settings, load_handlers([TEST_HANDLERS]))
         task = asyncio.create_task(worker.run())
         started.append((worker, task))
@@ -145,7 +182,7 @@ async def start_worker(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[
 
 async def worker_registered(worker: Worker) -> bool:
     """Asked on a client of our own: the worker closes its client when it stops."""
-    client = connect(worker.settings.redis_url)
+    client = connect(worker.settings.redis_url, cluster=worker.settings.redis_cluster)
     try:
         return await client.zscore(worker.keys.workers, worker.id) is not None
     finally:
@@ -155,8 +192,10 @@ async def worker_registered(worker: Worker) -> bool:
 class WorkerProcess:
     """`python worker.py` as a real subprocess, for kill -9 and SIGTERM tests."""
 
-    def __init__(self, redis_url: str, *args: str) -> None:
+    def __init__(self, redis_url: str, *args: str, cluster: bool = False) -> None:
         cmd = [sys.executable, str(ROOT / "worker.py"), "--redis-url", redis_url, "--tasks", TEST_HANDLERS, *args]
+        if cluster:
+            cmd.append("--redis-cluster")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     @property
@@ -185,11 +224,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def spawn_worker(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn_worker(redis_url: str, on_cluster: bool) -> Iterator[Callable[..., WorkerProcess]]:
     procs: list[WorkerProcess] = []
 
     def spawn(*args: str) -> WorkerProcess:
-        proc = WorkerProcess(redis_url, *args)
+        proc = WorkerProcess(redis_url, *args, cluster=on_cluster)
         procs.append(proc)
         return proc
 

@@ -680,7 +680,8 @@ async def test_healthz(client: Any) -> None:
 
 async def latest_event_job(redis_client: Any, job_id: str) -> dict[str, Any]:
     """The newest `job` event of this job in the events stream, as its payload's job."""
-    for _, fields in await redis_client.xrevrange(Keys().events, count=10_000):
+    queue = await redis_client.hget(Keys().job(job_id), "queue")
+    for _, fields in await redis_client.xrevrange(Keys().event_log(queue), count=10_000):
         if fields["e"] != "job":
             continue
         payload = json.loads(fields["d"])

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = {"client", "w1", "w2", "w3", "http", "listing", "fanout", "memory"}
+WORKLOADS = {"client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost"}
 
 
 def bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -37,6 +37,7 @@ def test_quick_run_measures_every_workload(tmp_path: Path) -> None:
             assert metric["ok"] in (True, False, None), (name, metric)
     assert doc["workloads"]["w1"]["details"]["redis_commands"]["total_per_job"] > 0
     assert doc["workloads"]["fanout"]["details"]["deliveries"] > 0
+    assert doc["workloads"]["rediscost"]["details"]["redis_cmds_per_noop_job"] > 0
 
     # stdout: the table, then the same document
     assert "workload" in run.stdout and "ok?" in run.stdout

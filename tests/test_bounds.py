@@ -56,7 +56,7 @@ async def test_the_event_log_never_holds_more_than_its_byte_cap(redis_client: An
         await store.enqueue(
             NewJob(f"job {i}", "noop", "default", {"pad": "y" * 4000}, Priority.NORMAL, 0, 3, 1000, None)
         )
-        entries = await redis_client.xrange(K.events)
+        entries = await redis_client.xrange(K.event_log("default"))
         held = sum(len(fields["d"]) + len(fields["e"]) for _, fields in entries)
         assert held <= cap, (i, held)
     # and it keeps the newest events, as many as fit

@@ -927,8 +927,8 @@ async def publish_job_event(redis_client: Any, job: dict[str, Any]) -> None:
 
     keys = Keys()
     payload = json.dumps({"job": job})
-    event_id = await redis_client.xadd(keys.events, {"e": "job", "d": payload})
-    await redis_client.publish(keys.job_channel(job["id"]), f"{event_id}\njob\n{payload}")
+    event_id = await redis_client.xadd(keys.event_log("default"), {"e": "job", "d": payload})
+    await redis_client.publish(keys.job_channel(job["id"]), f"default\n{event_id}\njob\n{payload}")
 
 
 async def test_jobs_with_odd_fields_render_in_their_rows(client: Any, redis_client: Any, watched: Watched) -> None:
@@ -977,7 +977,7 @@ async def test_an_event_without_data_keeps_the_data_the_page_has(
     patched = await client.patch(f"/api/jobs/{job['id']}", json={"priority": "high"})
     assert patched.status == 200, await patched.text()
     await expect(row.locator(".chip")).to_be_visible()  # the event arrived
-    _, latest = (await redis_client.xrevrange(Keys().events, count=1))[0]
+    _, latest = (await redis_client.xrevrange(Keys().event_log("default"), count=1))[0]
     event = json.loads(latest["d"])["job"]
     assert event["id"] == job["id"] and event["dataOmitted"] is True and "data" not in event
 
@@ -1285,8 +1285,8 @@ async def publish_custom_event(redis_client: Any, job_id: str, name: str, data: 
 
     keys = Keys()
     payload = json.dumps({"jobId": job_id, "name": name, "data": data, "at": at})
-    event_id = await redis_client.xadd(keys.events, {"e": "job-event", "d": payload})
-    await redis_client.publish(keys.job_channel(job_id), f"{event_id}\njob-event\n{payload}")
+    event_id = await redis_client.xadd(keys.event_log("default"), {"e": "job-event", "d": payload})
+    await redis_client.publish(keys.job_channel(job_id), f"default\n{event_id}\njob-event\n{payload}")
     return event_id
 
 

@@ -143,7 +143,7 @@ async def processing_lists(client: redis.Redis) -> dict[str, int]:
 async def status_counts(client: redis.Redis) -> dict[str, int]:
     async with client.pipeline(transaction=True) as pipe:
         for status in ("waiting", "delayed", "active", *FINISHED):
-            pipe.zcard(K.status_index(status))
+            pipe.zcard(K.queue_status_index("default", status))
         replies = await pipe.execute()
     return dict(zip(("waiting", "delayed", "active", *FINISHED), replies))
 
@@ -182,13 +182,23 @@ async def open_stream(client: Any, last_event_id: str | None = None) -> SSEReade
 
 
 def event_key(event_id: str) -> tuple[int, int]:
-    ms, seq = event_id.split("-")
+    """The default queue's position in an SSE id, comparable."""
+    ms, seq = position(event_id).split("-")
     return int(ms), int(seq)
 
 
+LOG = K.event_log("default")  # these tests' jobs are all in the default queue
+
+
 def as_events(entries: list[tuple[str, dict[str, str]]]) -> list[tuple[str, str, str]]:
-    """XRANGE entries as (id, event, data): what the SSE stream must send for each."""
-    return [(entry_id, fields["e"], fields["d"]) for entry_id, fields in entries]
+    """XRANGE entries of the default queue's log as (id, event, data): what the SSE stream must
+    send for each (its id the stream's cursor, which has only that queue)."""
+    return [(f"default={entry_id}", fields["e"], fields["d"]) for entry_id, fields in entries]
+
+
+def position(sse_id: str | None) -> str:
+    """The default queue's log entry id in an SSE id."""
+    return (sse_id or "").removeprefix("default=")
 
 
 def triples(events: list[Event]) -> list[tuple[str | None, str, str]]:
@@ -289,7 +299,7 @@ async def test_churn_5000_jobs_while_a_worker_is_killed_and_replaced_every_2_s(
         assert await processing_lists(redis_client) == {}
         listed = await client.get("/api/jobs", params={"limit": "1"})
         assert (await listed.json())["total"] == CHURN_JOBS
-        assert await redis_client.zcard(K.all_jobs) == CHURN_JOBS
+        assert await redis_client.zcard(K.queue_jobs("default")) == CHURN_JOBS
         # the killed workers leave the registry (reaped after their lease); the survivors are in it
         alive = {w.pid for w in pool if w.alive()}
         assert len(alive) == CHURN_WORKERS
@@ -584,7 +594,7 @@ async def test_dashboard_resumes_on_a_new_server_instance_with_every_missed_even
             return all(r[0] == "completed" for r in rows)
 
         await wait_until(all_done, timeout=30)
-        missed = as_events(await redis_client.xrange(K.events, min=f"({last_id}"))
+        missed = as_events(await redis_client.xrange(LOG, min=f"({position(last_id)}"))
         assert len(missed) >= 5 * 6, len(missed)  # created, claimed, 3 × progress, completed for each
 
         app_b = await aiohttp_client(create_app(settings))
@@ -597,7 +607,7 @@ async def test_dashboard_resumes_on_a_new_server_instance_with_every_missed_even
         nxt = await stream_b.next(timeout=10)
         assert nxt.event == "job" and nxt.json()["job"]["id"] == live["id"], nxt
         assert event_key(nxt.id) > event_key(missed[-1][0])
-        after = as_events(await redis_client.xrange(K.events, min=f"({missed[-1][0]}"))
+        after = as_events(await redis_client.xrange(LOG, min=f"({position(missed[-1][0])}"))
         assert (nxt.id, nxt.event, nxt.data) == after[0]
 
 
@@ -642,7 +652,7 @@ async def test_an_open_stream_survives_a_redis_restart_and_skips_no_stored_event
 
             assert not stream.response.closed  # the same HTTP connection all along
             assert not any(e.event == "reset" for e in received)
-            stored = as_events(await direct.xrange(K.events, min=received[0].id))
+            stored = as_events(await direct.xrange(LOG, min=position(received[0].id)))
             assert triples(received) == stored  # nothing of the history skipped, nothing twice
             print(f"\nstream through a Redis restart: {len(received)} events, comments {sorted(set(stream.comments))}")
         finally:
@@ -691,7 +701,7 @@ async def test_an_open_stream_whose_pubsub_connection_is_killed_misses_nothing(
                 received.append(await stream.next(timeout=10))
         seen = {e.json()["job"]["id"] for e in received}
         wanted = set(made)
-        stored = as_events(await redis_client.xrange(K.events, min=received[0].id))
+        stored = as_events(await redis_client.xrange(LOG, min=position(received[0].id)))
         print(f"\npubsub killed 5 times: {len(made)} jobs made, {len(wanted - seen)} never announced")
         assert wanted <= seen, f"{len(wanted - seen)} of {len(wanted)} job-created events never reached the stream"
         assert triples(received) == stored[: len(received)]

@@ -23,7 +23,7 @@ from jobline.store import JobStore
 from tests.conftest import create_job, wait_until
 from tests.sse import Event, SSEReader
 
-EVENTS = Keys().events
+EVENTS = Keys().event_log("default")  # the tests' jobs are all in the default queue
 
 
 @pytest.fixture
@@ -39,7 +39,9 @@ async def open_stream(client: Any, last_event_id: str | None = None) -> SSEReade
 
 
 async def logged_ids(redis_client: redis.Redis, after: str) -> list[str]:
-    return [event_id for event_id, _ in await redis_client.xrange(EVENTS, min=f"({after}")]
+    """The SSE ids of the events logged after `after` (an SSE id)."""
+    position = after.removeprefix("default=")
+    return [f"default={event_id}" for event_id, _ in await redis_client.xrange(EVENTS, min=f"({position}")]
 
 
 async def read_through(reader: SSEReader, last_id: str, timeout: float = 30) -> list[Event]:
@@ -206,7 +208,7 @@ async def test_a_stream_whose_place_was_trimmed_from_the_log_meanwhile_is_reset(
         assert with_the_loop_blocked(kill_flood_trim, redis_url) == 1
         reset = await reader.next()
         assert reset.event == "reset"
-        assert reset.id == (await redis_client.xrevrange(EVENTS, count=1))[0][0]
+        assert reset.id == "default=" + (await redis_client.xrevrange(EVENTS, count=1))[0][0]
         later = await create_job(client)
         assert (await reader.next()).json()["job"]["id"] == later["id"]
 
@@ -241,6 +243,10 @@ async def test_past_max_streams_a_stream_gets_503_with_retry_after_until_one_clo
 
 async def test_a_stream_that_fails_frees_its_slot(capped: Any, redis_client: redis.Redis) -> None:
     readers = [await open_stream(capped) for _ in range(2)]
+    await create_job(capped)
+    for reader in readers:
+        await reader.next()
+    await redis_client.delete(EVENTS)
     # the event log with the wrong type: a stream fails before it starts (500)...
     await redis_client.set(EVENTS, "not a stream")
     try:

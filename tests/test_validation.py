@@ -39,7 +39,7 @@ async def assert_nothing_created(client: Any, redis_client: Any) -> None:
     assert (await response.json())["total"] == 0
     keys = Keys()
     assert [k async for k in redis_client.scan_iter(keys.job("*"))] == []
-    assert await redis_client.zcard(keys.all_jobs) == 0
+    assert await redis_client.zcard(keys.queue_jobs("default")) == 0
     assert await redis_client.smembers(keys.queues) == set()
 
 

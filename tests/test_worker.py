@@ -583,8 +583,8 @@ def test_load_handlers_of_a_missing_module_raises() -> None:
         load_handlers(["tests.no_such_module_here"])
 
 
-async def test_worker_runs_a_handler_from_a_plain_module(client: Any, redis_url: str) -> None:
-    settings = WorkerSettings(redis_url=redis_url, lease_ms=2000, grace_s=1)
+async def test_worker_runs_a_handler_from_a_plain_module(client: Any, redis_url: str, on_cluster: bool) -> None:
+    settings = WorkerSettings(redis_url=redis_url, redis_cluster=on_cluster, lease_ms=2000, grace_s=1)
     worker = Worker(settings, load_handlers(["tests.plain_handlers"]))
     task = asyncio.create_task(worker.run())
     try:
@@ -731,11 +731,13 @@ async def test_nan_result_fails_the_job_instead_of_storing_invalid_json(client: 
     assert listed["jobs"][0]["id"] == job["id"]
 
 
-async def test_stop_always_ends_the_worker_even_when_it_lands_on_a_background_redis_call(redis_url: str) -> None:
+async def test_stop_always_ends_the_worker_even_when_it_lands_on_a_background_redis_call(
+    redis_url: str, on_cluster: bool
+) -> None:
     # The heartbeat, reaper and delayed-job loops call Redis every lease/5 (here every 100 ms), so a
     # stop often lands while one of those calls is in flight. run() must still return, every time.
     for attempt in range(1, 9):
-        settings = WorkerSettings(redis_url=redis_url, lease_ms=500, block_s=0.1, grace_s=0.5)
+        settings = WorkerSettings(redis_url=redis_url, redis_cluster=on_cluster, lease_ms=500, block_s=0.1, grace_s=0.5)
         worker = Worker(settings, load_handlers([]))
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.3)

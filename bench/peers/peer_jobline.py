@@ -6,8 +6,10 @@ standard library), so it never imports Jobline's store/worker/server (they need 
   (stdlib http.client: the harness venv has no aiohttp/httpx) to `server.py`, which this adapter
   starts on a free port in the first setup() and stops after the last workload's teardown();
 * variant "direct" (lib `jobline:direct`): the ENQUEUE Lua script that JobStore.enqueue runs,
-  called here with redis-py 5.3.1's register_script and the same KEYS/ARGV (built from Jobline's
-  `scripts`, `keys` and `models`, which import only the standard library). No HTTP server.
+  called here with redis-py 5.3.1's register_script and the same KEYS/ARGV as for a batch of one
+  job (built from Jobline's `scripts`, `keys` and `models`, which import only the standard
+  library); the queue's name goes into the queue registry when the script says the queue is new,
+  as JobStore.enqueue does. No HTTP server.
 
 Worker: `/work/main/.venv/bin/python /work/main/worker.py --redis-url $BENCH_REDIS_URL
 --concurrency 5 --tasks bench.peers.jobline_bench_tasks`, started with cwd /work/main (via
@@ -176,12 +178,13 @@ class Adapter:
                       "--tasks bench.peers.jobline_bench_tasks (stamp); noop and sleep {ms: 50} are built-ins",
             "defaults": "claim: BLMOVE wait->processing (block 1 s) + CLAIM script; lease 10 s, heartbeat/reaper 2 s; "
                         "maxAttempts 3, backoff 1000 ms, no job timeout; every change: job hash, status indexes, "
-                        "event stream XADD (cap 10000) + PUBLISH",
+                        "the queue's event log XADD (cap 10000) + PUBLISH",
             "enqueue": ("one POST /api/jobs per job (JSON {name,type,data}) on one keep-alive http.client "
                         "connection to server.py (aiohttp, access log on, to a file)") if not variant else
-                       ("ENQUEUE Lua script (scripts.ENQUEUE, same KEYS/ARGV as store.JobStore.enqueue) via "
-                        "redis-py 5.3.1 register_script; reply not parsed into a Job"),
-            "done_detection": "ZCARD jobline:queue:default:status:completed + ZCARD ...:status:failed (one pipeline)",
+                       ("ENQUEUE Lua script (scripts.ENQUEUE, same KEYS/ARGV as store.JobStore.enqueue: one "
+                        "job per call) via redis-py 5.3.1 register_script; reply not parsed into a Job"),
+            "done_detection": f"ZCARD {self.k.queue_status_index(QUEUE, 'completed')} + ZCARD ...:status:failed "
+                              "(one pipeline)",
         }
         self.redis: aioredis.Redis | None = None
         self.conn: http.client.HTTPConnection | None = None
@@ -190,8 +193,8 @@ class Adapter:
         self._torn_down = 0
         self._planned = _planned_workloads()
         self._done_keys = (self.k.queue_status_index(QUEUE, "completed"), self.k.queue_status_index(QUEUE, "failed"))
-        self._static_keys = [*self.k.queue_block(QUEUE), None, self.k.seq, self.k.all_jobs,
-                             self.k.queue_jobs(QUEUE), None, self.k.queues]
+        # The ENQUEUE script's keys: the queue block and jobs index, then per job its hash and type index.
+        self._static_keys = [*self.k.queue_block(QUEUE), self.k.queue_jobs(QUEUE)]
 
     # -- lifecycle (setup/teardown run around every workload) ---------------------------------
     async def setup(self) -> None:
@@ -245,11 +248,14 @@ class Adapter:
         # As store.JobStore.enqueue with the API's defaults (validation.parse_new_job): priority
         # normal, delay 0, maxAttempts 3, backoff 1000 ms, no timeout.
         m, k = self.models, self.k
-        job = m.Job(id=m.new_job_id(), name=f"bench {idx}", type=job_type, queue=QUEUE, data=data)
+        job = m.Job(id=self.keysmod.new_job_id(QUEUE), name=f"bench {idx}", type=job_type, queue=QUEUE, data=data)
         fields = [item for pair in job.to_redis().items() for item in pair]
-        keys = list(self._static_keys)
-        keys[20], keys[24] = k.job(job.id), k.type_index(job.type)
-        await self._enqueue_script(keys=keys, args=[job.id, k.job_channel(job.id), 0, QUEUE, *fields])
+        keys = [*self._static_keys, k.job(job.id), k.type_index(QUEUE, job.type)]
+        new_queue, _ = await self._enqueue_script(
+            keys=keys, args=["", job.id, k.job_channel(job.id), 0, 0, len(fields) // 2, *fields]
+        )
+        if new_queue:  # the script leaves the global queue registry to its caller
+            await self.redis.sadd(k.queues, QUEUE)
 
     async def done_count(self, n: int) -> int:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,27 +1,43 @@
--- KEYS[1..20] queue block, KEYS[21] job hash, KEYS[22] seq counter, KEYS[23] all-jobs index,
--- KEYS[24] queue jobs index, KEYS[25] type index, KEYS[26] set of queue names
--- ARGV[1] id, ARGV[2] job channel, ARGV[3] delay ms, ARGV[4] queue name, ARGV[5..] field/value pairs
--- Returns the job hash (flat), or an error if the id is taken.
+-- KEYS[1..14] queue block, KEYS[15] queue jobs index,
+-- then per job i: KEYS[14+2i] its hash, KEYS[15+2i] its type's index
+-- ARGV[1] the batch's clock reading (ms) when it spans queues, else '' (now), then per job: id,
+-- job channel, delay ms, its place in the batch, n, then n field/value pairs
+-- Creates every job or none (an id taken fails the call before any write). The queue's keys come
+-- once per call, however many jobs: a batch costs one call per queue. A job's seq is its batch's
+-- time * 1024 plus its place, so that a batch across queues lists in its order. Returns {1 if the
+-- queue had no seq yet (new, or deleted since: the caller registers its name), then each job's
+-- hash (flat)}.
 --@include queue_block
-local key, seq_key = KEYS[21], KEYS[22]
-local all_jobs, queue_jobs, type_jobs, queue_names = KEYS[23], KEYS[24], KEYS[25], KEYS[26]
-local id, channel, delay, queue = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if redis.call('EXISTS', key) == 1 then return redis.error_reply('ERR job id taken') end
-local now = now_ms()
-local seq = redis.call('INCR', seq_key)
-local job = {}
-for i = 5, #ARGV, 2 do job[ARGV[i]] = ARGV[i + 1] end
-job.seq, job.createdAt, job.token = seq, now, 0
-redis.call('ZADD', all_jobs, seq, id)
-redis.call('ZADD', queue_jobs, seq, id)
-redis.call('ZADD', type_jobs, seq, id)
-redis.call('SADD', queue_names, queue)
-if delay > 0 then
-  job.status, job.runAt = 'delayed', now + delay
-  redis.call('ZADD', DELAYED, now + delay, id)
-else
-  job.status = 'waiting'
-  push_waiting(id, job.priority, false)
+local queue_jobs = KEYS[15]
+local count = (#KEYS - 15) / 2
+for i = 1, count do
+  if redis.call('EXISTS', KEYS[14 + 2 * i]) == 1 then return redis.error_reply('ERR job id taken') end
 end
-index_status(id, seq, nil, job.status)
-return save(key, {}, job, channel)
+local now = now_ms()
+local base = (tonumber(ARGV[1]) or now) * 1024
+local out = {redis.call('HEXISTS', META, 'seq') == 0 and 1 or 0}
+local seq = tonumber(redis.call('HGET', META, 'seq')) or 0
+local a = 2
+for i = 1, count do
+  local key, type_jobs = KEYS[14 + 2 * i], KEYS[15 + 2 * i]
+  local id, channel, delay = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local place, n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local job = {}
+  for j = a + 5, a + 4 + 2 * n, 2 do job[ARGV[j]] = ARGV[j + 1] end
+  a = a + 5 + 2 * n
+  seq = math.max(base + place, seq + 1)
+  job.seq, job.createdAt, job.token = seq, now, 0
+  redis.call('ZADD', queue_jobs, seq, id)
+  redis.call('ZADD', type_jobs, seq, id)
+  if delay > 0 then
+    job.status, job.runAt = 'delayed', now + delay
+    redis.call('ZADD', DELAYED, now + delay, id)
+  else
+    job.status = 'waiting'
+    push_waiting(id, job.priority, false)
+  end
+  index_status(id, seq, nil, job.status)
+  out[#out + 1] = save(key, {}, job, channel)
+end
+redis.call('HSET', META, 'seq', string.format('%d', seq))
+return out

@@ -1,24 +1,22 @@
--- KEYS[1..20] queue block, KEYS[21] processing list, KEYS[22] job hash, KEYS[23] worker hash,
--- KEYS[24] job logs
+-- KEYS[1..14] queue block, KEYS[15] processing list, KEYS[16] job hash, KEYS[17] job logs
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] reason,
 -- ARGV[6] '1' if the attempt may be retried, ARGV[7] how many waiting jobs to claim for the freed
--- slot (0 or 1), ARGV[8] job key prefix, ARGV[9] log cap
+-- slot (0 or 1), ARGV[8] job key prefix, ARGV[9] log cap, ARGV[10] job channel prefix
 -- Retries after backoffMs * 2^(attemptsMade-1) while attempts remain, else fails the job. Either
 -- way the reason goes to the job's logs too ("attempt 2 failed: ..."), so every attempt's error
 -- stays readable, not only the last. Returns {the new status, or '' when the lease was lost (and
 -- nothing changed); the jobs claimed}.
 --@include queue_block
-local processing, key, worker, logs = KEYS[21], KEYS[22], KEYS[23], KEYS[24]
+local processing, key, logs = KEYS[15], KEYS[16], KEYS[17]
 local id, channel, worker_id, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 redis.call('LREM', processing, 1, id)
-local claim_next = function() return claim({}, tonumber(ARGV[7]), processing, worker_id, ARGV[8]) end
+local claim_next = function() return claim({}, tonumber(ARGV[7]), processing, worker_id, ARGV[8], ARGV[10]) end
 local h = load_job(key)
 if not holds_lease(h, worker_id, ARGV[4]) then return {'', claim_next()} end
 local made, max, backoff = tonumber(h.attemptsMade), tonumber(h.maxAttempts), tonumber(h.backoffMs)
 local max_backoff = tonumber(h.maxBackoffMs) or {{DEFAULT_MAX_BACKOFF_MS}}  -- jobs from before maxBackoffMs
 local now = now_ms()
 local changes = {failedReason = reason, action = false}
-redis.call('HINCRBY', worker, 'failed', 1)
 redis.call('RPUSH', logs, 'attempt ' .. h.attemptsMade .. ' failed: ' .. reason)
 redis.call('LTRIM', logs, -tonumber(ARGV[9]), -1)
 if ARGV[6] == '1' and made < max then

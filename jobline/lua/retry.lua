@@ -1,8 +1,8 @@
--- KEYS[1..20] queue block, KEYS[21] job hash
+-- KEYS[1..14] queue block, KEYS[15] job hash
 -- ARGV[1] id, ARGV[2] job channel
 -- failed or cancelled -> waiting, with attemptsMade and progress back to 0.
 --@include queue_block
-local key = KEYS[21]
+local key = KEYS[15]
 local id, channel = ARGV[1], ARGV[2]
 local h = load_job(key)
 if not h then return {'missing'} end

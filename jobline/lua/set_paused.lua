@@ -1,4 +1,4 @@
--- KEYS[1..20] queue block
+-- KEYS[1..14] queue block
 -- ARGV[1] queue name, ARGV[2] queue channel, ARGV[3] '1' to pause, '0' to resume
 -- Pausing moves the waiting line aside, so BLMOVE on the wait list hands out nothing; resuming
 -- moves it back. Active jobs are untouched. Publishes {"name", "paused"}.
@@ -12,5 +12,5 @@ if redis.call('EXISTS', to) == 0 then
 else
   while redis.call('LMOVE', from, to, 'LEFT', 'RIGHT') do end
 end
-emit(channel, 'queue', cjson.encode({name = queue, paused = pause}))
+emit(channel, 'queue', cjson.encode({name = queue, paused = pause}), queue)
 return 1

@@ -1,4 +1,4 @@
--- KEYS[1] events stream, KEYS[2] job hash, KEYS[3] job logs
+-- KEYS[1] the queue's event log, KEYS[2] job hash, KEYS[3] job logs
 -- ARGV[1] job channel, ARGV[2] worker id, ARGV[3] lease token, ARGV[4] progress or '',
 -- ARGV[5] '1' to set the action, ARGV[6] action text, ARGV[7] '1' to append a log line,
 -- ARGV[8] log line, ARGV[9] log cap, ARGV[10] '1' to save the state, ARGV[11] the state (JSON)

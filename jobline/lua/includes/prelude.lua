@@ -1,5 +1,5 @@
 -- Helpers shared by every job script: the Redis clock, reading and saving a job, its event JSON,
--- the capped event log, and the lease check. Expects KEYS[1] to be the events stream.
+-- the capped event log, and the lease check. Expects KEYS[1] to be the queue's event log.
 -- A name in double braces is a constant from Python (scripts.CONSTANTS), substituted on load.
 local API_FIELDS = {{API_FIELDS}}
 local RAW_FIELDS = {{RAW_API_FIELDS}}
@@ -68,13 +68,15 @@ local function trim_event_bytes(total, size)
   end
 end
 
-local function emit(channel, event, payload)
+-- Append an event to the queue's log and publish it as "queue\nentry id\nevent\npayload": the
+-- stream's cursor is a position per queue.
+local function emit(channel, event, payload, queue)
   local size = event_size(event, payload)
   local total = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) + size
   local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {{EVENTS_CAP}}, '*', 'e', event, 'd', payload,
     'n', string.format('%d', total))
   trim_event_bytes(total, size)
-  redis.call('PUBLISH', channel, eid .. '\n' .. event .. '\n' .. payload)
+  redis.call('PUBLISH', channel, queue .. '\n' .. eid .. '\n' .. event .. '\n' .. payload)
   return eid
 end
 
@@ -91,7 +93,7 @@ local function save(key, h, changes, channel)
   end
   redis.call('HSET', key, unpack(set))
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
-  emit(channel, 'job', '{"job":' .. job_json(h) .. '}')
+  emit(channel, 'job', '{"job":' .. job_json(h) .. '}', h.queue)
   local flat = {}
   for f, v in pairs(h) do flat[#flat + 1] = f; flat[#flat + 1] = v end
   return flat

@@ -1,33 +1,25 @@
--- The queue block: the keys every job-changing script gets first, as KEYS[1..20], in the order of
--- keys.Keys.queue_block. A script's own keys follow, from KEYS[21]. Helpers for the waiting line,
--- the status indexes, claiming, and the queue's counters.
+-- The queue block: the keys every job-changing script gets first, as KEYS[1..14], in the order of
+-- keys.Keys.queue_block, all in the queue's slot. A script's own keys follow, from KEYS[15].
+-- Helpers for the waiting line, the status indexes, claiming, and the queue's counters.
 --@include prelude
--- KEYS[1], the events stream, is EVENTS (prelude).
+-- KEYS[1], the queue's event log, is EVENTS (prelude).
 local WAIT = KEYS[2]  -- the wait list (workers BLMOVE from it)
 local HIGH = KEYS[3]  -- set of high-priority waiting ids
 local DELAYED = KEYS[4]  -- sorted set of delayed ids (score: run-at epoch ms)
 local PAUSED = KEYS[5]  -- the paused list (waiting jobs live here while the queue is paused)
-local META = KEYS[6]  -- meta hash (paused flag, totals, duration histogram)
+local META = KEYS[6]  -- meta hash (paused flag, last seq, totals, duration histogram)
 local RATE = KEYS[7]  -- per-second and per-minute rings of finished jobs
 local FAILURES = KEYS[8]  -- recent failures (capped list of JSON)
--- A status's index, global (KEYS[9..14]) and of this queue (KEYS[15..20]), in STATUS_SLOT order.
-local STATUS_INDEX, QUEUE_STATUS_INDEX = {}, {}
-for status, slot in pairs(STATUS_SLOT) do
-  STATUS_INDEX[status], QUEUE_STATUS_INDEX[status] = KEYS[9 + slot], KEYS[9 + {{STATUS_COUNT}} + slot]
-end
+-- The queue's index of each status (KEYS[9..14]), in STATUS_SLOT order.
+local STATUS_INDEX = {}
+for status, slot in pairs(STATUS_SLOT) do STATUS_INDEX[status] = KEYS[9 + slot] end
 local DURATION_BUCKETS = {{DURATION_BUCKETS}}
 
--- Move a job between status indexes (the global one and its queue's); nil old or new: only add
--- or only remove. The job's own `status` field is the caller's change to save.
+-- Move a job between status indexes; nil old or new: only add or only remove. The job's own
+-- `status` field is the caller's change to save.
 local function index_status(id, seq, old, new)
-  if old then
-    redis.call('ZREM', STATUS_INDEX[old], id)
-    redis.call('ZREM', QUEUE_STATUS_INDEX[old], id)
-  end
-  if new then
-    redis.call('ZADD', STATUS_INDEX[new], seq, id)
-    redis.call('ZADD', QUEUE_STATUS_INDEX[new], seq, id)
-  end
+  if old then redis.call('ZREM', STATUS_INDEX[old], id) end
+  if new then redis.call('ZADD', STATUS_INDEX[new], seq, id) end
 end
 
 -- Waiting jobs live in the wait list, or in the paused list while the queue is paused.
@@ -84,10 +76,11 @@ end
 
 -- Claiming: an id moves from the wait list into a worker's processing list (BLMOVE, or LMOVE here),
 -- then is marked active. Ids popped here have no key in KEYS: the job hash is the job key prefix
--- (keys.Keys.job_prefix, passed in ARGV) plus the id, and its channel that key plus ':progress'.
+-- (keys.Keys.job_prefix, passed in ARGV, in the queue's slot: the id carries the queue's tag) plus
+-- the id, and its channel the channel prefix plus the id plus ':progress' (keys.Keys.job_channel).
 -- Mark one moved id active and publish it; nil (the id dropped) if the job is gone or no longer
 -- waiting (cancelled in transit).
-local function claim_moved(id, processing, worker_id, job_prefix, now)
+local function claim_moved(id, processing, worker_id, job_prefix, channel_prefix, now)
   local key = job_prefix .. id
   local h = load_job(key)
   if not h or h.status ~= 'waiting' then
@@ -100,25 +93,25 @@ local function claim_moved(id, processing, worker_id, job_prefix, now)
     status = 'active', startedAt = now, workerId = worker_id,
     attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = (tonumber(h.token) or 0) + 1,
     finishedAt = false, runAt = false, action = false,
-  }, key .. ':progress')
+  }, channel_prefix .. id .. ':progress')
 end
 
 -- Claim the ids already moved, then waiting ones, until n jobs are claimed or the line is empty.
 -- Returns their hashes (flat).
-local function claim(moved, n, processing, worker_id, job_prefix)
+local function claim(moved, n, processing, worker_id, job_prefix, channel_prefix)
   local now = now_ms()
   local claimed = {}
   for _, id in ipairs(moved) do
     -- A BLMOVE reply may come late (the worker was frozen): if a reaper has put the id back
     -- meanwhile, it is no longer in this worker's list, and the job stays where the reaper put it.
     if redis.call('LPOS', processing, id) then
-      claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+      claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, channel_prefix, now)
     end
   end
   while #claimed < n do
     local id = redis.call('LMOVE', WAIT, processing, 'LEFT', 'RIGHT')
     if not id then break end
-    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, now)
+    claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, channel_prefix, now)
   end
   return claimed
 end
