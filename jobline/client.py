@@ -91,7 +91,9 @@ class Client:
     that loop's tasks. Its Redis connections open on first use; `close()` (or `async with`)
     closes them."""
 
-    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> None:
+    def __init__(
+        self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False
+    ) -> None:
         self.redis = connect(redis_url, cluster=cluster)
         self.keys = Keys(prefix)
         self.store = JobStore(self.redis, self.keys)
@@ -253,7 +255,9 @@ class SyncClient:
     between threads (a WSGI app's, say). `close()` (or `with`) stops the thread. Create it after
     forking (e.g. in a gunicorn `post_fork` hook or lazily), as threads do not survive a fork."""
 
-    def __init__(self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> None:
+    def __init__(
+        self, redis_url: str = DEFAULT_REDIS_URL, *, prefix: str = DEFAULT_PREFIX, cluster: bool = False
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jobline-client", daemon=True)
         self._thread.start()
