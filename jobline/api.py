@@ -20,8 +20,8 @@ def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> 
 @idempotent(STORE)
 async def create_job(request: web.Request) -> web.Response:
     new = v.parse_new_job(await read_json(request))
-    job = await request.app[STORE].enqueue(new)
-    response = job_response(job, status=201)
+    [(job, created)] = await request.app[STORE].create([new])
+    response = job_response(job, status=201 if created else 200)  # 200: its uniqueKey's holder
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return response
 

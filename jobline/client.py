@@ -66,6 +66,8 @@ def new_job(
     backoff_ms: int = DEFAULT_BACKOFF_MS,
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS,
     timeout_ms: int | None = None,
+    unique_key: str | None = None,
+    unique_for_ms: int = 0,
 ) -> NewJob:
     """The create request `POST /api/jobs` would get, checked by the API's own validation.
     Raises InvalidJob with the API's message."""
@@ -78,7 +80,8 @@ def new_job(
     body = {
         "name": name, "type": type, "queue": queue, "data": json.loads(data_json), "priority": priority,
         "delayMs": delay_ms, "maxAttempts": max_attempts, "backoffMs": backoff_ms,
-        "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms,
+        "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms, "uniqueKey": unique_key,
+        "uniqueForMs": unique_for_ms,
     }  # fmt: skip
     try:
         return parse_new_job(body)
@@ -122,13 +125,15 @@ class Client:
         backoff_ms: int = DEFAULT_BACKOFF_MS,
         max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS,
         timeout_ms: int | None = None,
+        unique_key: str | None = None,
+        unique_for_ms: int = 0,
     ) -> Job:
         """Create a job, as `POST /api/jobs` does (same options, camelCase there). Returns it
         `waiting` (or `delayed` with `delay_ms`). Raises InvalidJob with the API's message."""
         new = new_job(
             type, name=name, data=data, queue=queue, priority=priority, delay_ms=delay_ms,
             max_attempts=max_attempts, backoff_ms=backoff_ms, max_backoff_ms=max_backoff_ms,
-            timeout_ms=timeout_ms,
+            timeout_ms=timeout_ms, unique_key=unique_key, unique_for_ms=unique_for_ms,
         )  # fmt: skip
         return await self.store.enqueue(new)
 

@@ -130,6 +130,10 @@ class Keys:
         """Short-lived scratch key for combined listing filters, in the queue's slot."""
         return f"{self._queue(queue)}:tmp:{token}"
 
+    def unique(self, queue: str, unique_key: str) -> str:
+        """A uniqueKey's holder, "<job id> <until ms>" (queue_block.lua builds the same name)."""
+        return f"{self._queue(queue)}:unique:{hashlib.sha1(unique_key.encode()).hexdigest()}"
+
     def queue_channel(self, queue: str) -> str:
         return f"{self.prefix}:queue:{queue}:events"
 

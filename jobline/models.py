@@ -67,12 +67,16 @@ class Job:
     failed_reason: str | None = None
     result: Any = None
     worker_id: str | None = None
+    # While this job is unfinished (and for unique_for_ms after its creation), a create with the
+    # same key in its queue returns this job instead of creating one.
+    unique_key: str | None = None
     rev: int = 0
     # The handler's saved checkpoint (ctx.save_state): only the single-job view shows it.
     state: dict[str, Any] | None = field(default=None, metadata={"api": False})
     # Internal bookkeeping, stored but not shown by the API:
     recoveries: int = field(default=0, metadata={"api": False})  # times its worker was lost under it
     token: int = field(default=0, metadata={"api": False})  # lease fence: grows with every claim
+    unique_for_ms: int | None = field(default=None, metadata={"api": False})
 
     def to_redis(self) -> dict[str, str]:
         """The hash fields; a None value is stored as an absent field."""
@@ -157,3 +161,5 @@ class NewJob:
     backoff_ms: int
     timeout_ms: int | None
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
+    unique_key: str | None = None
+    unique_for_ms: int = 0

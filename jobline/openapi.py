@@ -57,6 +57,10 @@ PATHS: dict[str, Any] = {
             "requestBody": request_body(ref("NewJob")),
             "responses": {
                 "201": {**json_response(ref("Job"), "The created job; Location names it."), "headers": REPLAYED},
+                "200": {
+                    **json_response(ref("Job"), "Not created: the unfinished job that holds its uniqueKey."),
+                    "headers": REPLAYED,
+                },
                 **error_responses(400, 409, 413, 415, 422),
             },
         },

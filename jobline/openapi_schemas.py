@@ -116,6 +116,7 @@ SCHEMAS: dict[str, Any] = {
             "failedReason": NULL_STR,
             "result": {"nullable": True},
             "workerId": NULL_STR,
+            "uniqueKey": NULL_STR,
             "rev": {"type": "integer", "minimum": 1},
             "logs": {"type": "array", "items": {"type": "string"}, "description": "Only in the single-job view."},
             "events": {
@@ -158,6 +159,16 @@ SCHEMAS: dict[str, Any] = {
                 "description": "A retry never waits longer than this.",
             },
             "timeoutMs": {"type": "integer", "minimum": 1, "maximum": v.MAX_TIMEOUT_MS, "nullable": True},
+            "uniqueKey": {
+                "type": "string", "minLength": 1, "maxLength": v.MAX_UNIQUE_KEY_CHARS, "nullable": True,
+                "description": "While a job of the queue with this key is unfinished, a create with it "
+                "returns that job (200) instead of creating one.",
+            },
+            "uniqueForMs": {
+                "type": "integer", "minimum": 0, "maximum": v.MAX_UNIQUE_FOR_MS,
+                "description": "Keeps the uniqueKey taken this long after creation, even once the job "
+                "finished (throttling). Needs uniqueKey.",
+            },
         },
     },
     "JobList": {

@@ -58,7 +58,8 @@ def _new_job(new: NewJob) -> Job:
     return Job(
         id=new_job_id(new.queue), name=new.name, type=new.type, queue=new.queue, data=new.data,
         priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
-        max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms,
+        max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms, unique_key=new.unique_key,
+        unique_for_ms=new.unique_for_ms or None,
     )  # fmt: skip
 
 
@@ -86,14 +87,20 @@ class JobStore:
 
     # -- creating and reading -----------------------------------------------------------------
     async def enqueue(self, new: NewJob) -> Job:
-        return (await self.enqueue_many([new]))[0]
+        return (await self.create([new]))[0][0]
 
     async def enqueue_many(self, news: Sequence[NewJob]) -> list[Job]:
+        return [job for job, _ in await self.create(news)]
+
+    async def create(self, news: Sequence[NewJob]) -> list[tuple[Job, bool]]:
         """Create jobs, in order, all or none: one ENQUEUE call per queue, which creates all of
         that queue's jobs or none. With several queues, the calls go in one MULTI/EXEC on a single
         Redis (a call refused while queuing aborts it whole) and concurrently on a cluster; if a
         call fails when run (say, Redis ran out of memory after the first queue's jobs), the jobs
-        the other calls created are deleted again before the error is raised."""
+        the other calls created are deleted again before the error is raised.
+
+        Returns (the job, True) for each job created, and (the job holding its uniqueKey, False)
+        where such a job stood in."""
         k = self.keys
         jobs = [(_new_job(new), new.delay_ms) for new in news]
         by_queue: dict[str, list[tuple[Job, int]]] = {}
@@ -113,26 +120,26 @@ class JobStore:
         replies = await self._run_each(calls)
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if failed:
-            created = [
+            created = [  # not the holders of uniqueKeys that stood in: they were there before
                 job.id
                 for reply, members in zip(replies, by_queue.values())
                 if not isinstance(reply, Exception)
-                for job, _ in members
+                for (job, _), made in zip(members, reply[1])
+                if made == 1
             ]
             for start in range(0, len(created), 500):
                 await self.apply("delete", created[start : start + 500])
             raise failed[0]
-        by_id: dict[str, Job] = {}
+        outcome: dict[str, tuple[Job, bool]] = {}  # our id -> (the job, or its uniqueKey's holder; created)
         new_queues = []
-        for queue, (new_queue, *flats) in zip(by_queue, replies):
+        for (queue, members), (new_queue, created, *flats) in zip(by_queue.items(), replies):
             if new_queue:
                 new_queues.append(queue)
-            for flat in flats:
-                job = Job.from_redis(_pairs(flat))
-                by_id[job.id] = job
+            for (asked, _), made, flat in zip(members, created, flats):
+                outcome[asked.id] = (Job.from_redis(_pairs(flat)), made == 1)
         if new_queues:  # the registry is global: kept out of the scripts, written once per queue
             await self.redis.sadd(k.queues, *new_queues)
-        return [by_id[job.id] for job, _ in jobs]
+        return [outcome[job.id] for job, _ in jobs]
 
     async def _run_each(self, calls: list[Call]) -> list[Any]:
         """Each call's reply, or the exception it failed with."""

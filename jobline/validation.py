@@ -32,8 +32,13 @@ MAX_BULK_IDS = 10_000
 MAX_BATCH_JOBS = 1000
 STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
-    {"name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs", "timeoutMs"}
-)
+    {
+        "name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs",
+        "timeoutMs", "uniqueKey", "uniqueForMs",
+    }
+)  # fmt: skip
+MAX_UNIQUE_KEY_CHARS = 200
+MAX_UNIQUE_FOR_MS = 365 * 24 * 3600 * 1000
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -68,14 +73,15 @@ def parse_new_job(body: Any) -> NewJob:
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise invalid("name", "is required and must be a non-empty string")
-    if len(name) > MAX_NAME_CHARS:
-        raise invalid("name", f"must be at most {MAX_NAME_CHARS} characters")
-    if "\x00" in name:
-        raise invalid("name", "must not contain NUL characters")
-    try:
-        name.encode()
-    except UnicodeEncodeError:
-        raise invalid("name", "must be valid Unicode text (no lone surrogates)") from None
+    _text(name, "name", MAX_NAME_CHARS)
+    unique_key = body.get("uniqueKey")
+    if unique_key is not None:
+        if not isinstance(unique_key, str) or not unique_key:
+            raise invalid("uniqueKey", f"must be a string of 1 to {MAX_UNIQUE_KEY_CHARS} characters")
+        _text(unique_key, "uniqueKey", MAX_UNIQUE_KEY_CHARS)
+    unique_for_ms = _int(body, "uniqueForMs", 0, 0, MAX_UNIQUE_FOR_MS) or 0
+    if unique_for_ms and unique_key is None:
+        raise invalid("uniqueForMs", "needs a uniqueKey")
     data = body.get("data", {})
     if not isinstance(data, dict):
         raise invalid("data", "must be a JSON object")
@@ -99,7 +105,21 @@ def parse_new_job(body: Any) -> NewJob:
         backoff_ms=_int(body, "backoffMs", DEFAULT_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
         max_backoff_ms=_int(body, "maxBackoffMs", DEFAULT_MAX_BACKOFF_MS, 0, MAX_BACKOFF_MS) or 0,
         timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS, nullable=True),  # null: no timeout
+        unique_key=unique_key,
+        unique_for_ms=unique_for_ms,
     )
+
+
+def _text(value: str, field: str, max_chars: int) -> None:
+    """A name-like text: not too long, no NUL, encodable (no lone surrogates)."""
+    if len(value) > max_chars:
+        raise invalid(field, f"must be at most {max_chars} characters")
+    if "\x00" in value:
+        raise invalid(field, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise invalid(field, "must be valid Unicode text (no lone surrogates)") from None
 
 
 def parse_batch(body: Any) -> list[NewJob]:

@@ -153,7 +153,7 @@ async def test_data_that_is_not_json_is_refused(jl: Client, redis_client: redis.
     assert await job_count(redis_client) == 0
 
 
-@pytest.mark.parametrize("option", ["unique_key", "tags", "children", "delayMs"])
+@pytest.mark.parametrize("option", ["tags", "children", "delayMs", "uniqueKey"])
 async def test_an_unknown_option_is_a_type_error(jl: Client, redis_client: redis.Redis, option: str) -> None:
     with pytest.raises(TypeError, match=option):
         await jl.enqueue("echo", name="a", **{option: "x"})
@@ -417,3 +417,9 @@ def test_the_package_exports_the_client_lazily() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+
+
+async def test_a_unique_key_returns_the_unfinished_holder(jl: Client) -> None:
+    first = await jl.enqueue("echo", name="a", unique_key="report:7", delay_ms=60_000)
+    again = await jl.enqueue("echo", name="b", unique_key="report:7")
+    assert (again.id, again.name, again.unique_key) == (first.id, "a", "report:7")

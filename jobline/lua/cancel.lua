@@ -10,4 +10,7 @@ local status = h.status
 if status ~= 'waiting' and status ~= 'delayed' and status ~= 'active' then return {'conflict', status} end
 if not withdraw(id, status, h.workerId, worker_id, processing, control_channel) then return {'moved'} end
 index_status(id, h.seq, status, 'cancelled')
-return {'ok', save(key, h, {status = 'cancelled', finishedAt = now_ms(), action = false, runAt = false}, channel)}
+local now = now_ms()
+local saved = save(key, h, {status = 'cancelled', finishedAt = now, action = false, runAt = false}, channel)
+release_unique(h, now, false)
+return {'ok', saved}

@@ -15,4 +15,5 @@ local now = now_ms()
 index_status(id, h.seq, 'active', 'completed')
 save(key, h, {status = 'completed', finishedAt = now, progress = 100, result = ARGV[5], action = false}, channel)
 count_finished(h, 'completed', now)
+release_unique(h, now, false)
 return {1, claim_next()}

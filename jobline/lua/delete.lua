@@ -8,7 +8,7 @@
 local key, logs, queue_jobs, type_jobs = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
 local processing, custom = KEYS[19], KEYS[20]
 local id, channel, control_channel, worker_id, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local f = redis.call('HMGET', key, 'status', 'workerId', 'queue')
+local f = redis.call('HMGET', key, 'status', 'workerId', 'queue', 'uniqueKey')
 local status = f[1]
 if not status then return {'missing'} end
 if expected ~= '' and status ~= expected then return {'conflict', status} end
@@ -17,5 +17,6 @@ index_status(id, nil, status, nil)
 redis.call('ZREM', queue_jobs, id)
 redis.call('ZREM', type_jobs, id)
 redis.call('DEL', key, logs, custom)
+release_unique({id = id, uniqueKey = f[4]}, 0, true)
 emit(channel, 'job-removed', cjson.encode({id = id}), f[3])
 return {'ok'}

@@ -4,9 +4,10 @@
 -- job channel, delay ms, its place in the batch, n, then n field/value pairs
 -- Creates every job or none (an id taken fails the call before any write). The queue's keys come
 -- once per call, however many jobs: a batch costs one call per queue. A job's seq is its batch's
--- time * 1024 plus its place, so that a batch across queues lists in its order. Returns {1 if the
--- queue had no seq yet (new, or deleted since: the caller registers its name), then each job's
--- hash (flat)}.
+-- time * 1024 plus its place, so that a batch across queues lists in its order. A job whose
+-- uniqueKey is held (queue_block.lua) is not created: the holder stands in its place.
+-- Returns {1 if the queue had no seq yet (new, or deleted since: the caller registers its name),
+-- {1 if created, 0 if a holder stands in, per job}, then each job's hash (flat)}.
 --@include queue_block
 local queue_jobs = KEYS[15]
 local count = (#KEYS - 15) / 2
@@ -15,8 +16,9 @@ for i = 1, count do
 end
 local now = now_ms()
 local base = (tonumber(ARGV[1]) or now) * 1024
-local out = {redis.call('HEXISTS', META, 'seq') == 0 and 1 or 0}
-local seq = tonumber(redis.call('HGET', META, 'seq')) or 0
+local seq = tonumber(redis.call('HGET', META, 'seq'))
+local out = {seq and 0 or 1, {}}
+seq = seq or 0
 local a = 2
 for i = 1, count do
   local key, type_jobs = KEYS[14 + 2 * i], KEYS[15 + 2 * i]
@@ -25,19 +27,29 @@ for i = 1, count do
   local job = {}
   for j = a + 5, a + 4 + 2 * n, 2 do job[ARGV[j]] = ARGV[j + 1] end
   a = a + 5 + 2 * n
-  seq = math.max(base + place, seq + 1)
-  job.seq, job.createdAt, job.token = seq, now, 0
-  redis.call('ZADD', queue_jobs, seq, id)
-  redis.call('ZADD', type_jobs, seq, id)
-  if delay > 0 then
-    job.status, job.runAt = 'delayed', now + delay
-    redis.call('ZADD', DELAYED, now + delay, id)
+  local holder = job.uniqueKey and unique_holder(job.uniqueKey, now)
+  if holder then
+    out[2][i] = 0
+    local flat = {}
+    for f, v in pairs(holder) do flat[#flat + 1] = f; flat[#flat + 1] = v end
+    out[#out + 1] = flat
   else
-    job.status = 'waiting'
-    push_waiting(id, job.priority, false)
+    out[2][i] = 1
+    seq = math.max(base + place, seq + 1)
+    job.seq, job.createdAt, job.token = seq, now, 0
+    redis.call('ZADD', queue_jobs, seq, id)
+    redis.call('ZADD', type_jobs, seq, id)
+    if delay > 0 then
+      job.status, job.runAt = 'delayed', now + delay
+      redis.call('ZADD', DELAYED, now + delay, id)
+    else
+      job.status = 'waiting'
+      push_waiting(id, job.priority, false)
+    end
+    index_status(id, seq, nil, job.status)
+    out[#out + 1] = save(key, {}, job, channel)
+    if job.uniqueKey then take_unique(job) end
   end
-  index_status(id, seq, nil, job.status)
-  out[#out + 1] = save(key, {}, job, channel)
 end
-redis.call('HSET', META, 'seq', string.format('%d', seq))
+if seq > 0 then redis.call('HSET', META, 'seq', string.format('%d', seq)) end
 return out

@@ -28,5 +28,8 @@ else
 end
 index_status(id, h.seq, 'active', changes.status)
 save(key, h, changes, channel)
-if changes.status == 'failed' then count_finished(h, 'failed', now) end
+if changes.status == 'failed' then
+  count_finished(h, 'failed', now)
+  release_unique(h, now, false)
+end
 return {changes.status, claim_next()}

@@ -9,6 +9,8 @@ if not h then return {'missing'} end
 if h.status ~= 'failed' and h.status ~= 'cancelled' then return {'conflict', h.status} end
 index_status(id, h.seq, h.status, 'waiting')
 push_waiting(id, h.priority, false)
+-- Unfinished again: it holds its uniqueKey again, unless another job took it meanwhile.
+if h.uniqueKey and not unique_holder(h.uniqueKey, now_ms()) then take_unique(h) end
 return {'ok', save(key, h, {
   status = 'waiting', attemptsMade = 0, progress = 0, recoveries = 0,
   finishedAt = false, startedAt = false, action = false, result = false, runAt = false,

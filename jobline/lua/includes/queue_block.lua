@@ -14,6 +14,45 @@ local FAILURES = KEYS[8]  -- recent failures (capped list of JSON)
 local STATUS_INDEX = {}
 for status, slot in pairs(STATUS_SLOT) do STATUS_INDEX[status] = KEYS[9 + slot] end
 local DURATION_BUCKETS = {{DURATION_BUCKETS}}
+-- The queue's key names share a stem, `<prefix>:{tag}:queue:<name>:` (META is the stem plus
+-- 'meta'), and its jobs' hashes are `<prefix>:{tag}:job:<id>` (keys.Keys): names built from them
+-- stay in the queue's slot.
+local QUEUE_STEM = string.sub(META, 1, -5)
+local JOB_PREFIX = string.match(QUEUE_STEM, '^(.*:{%x+}:)queue:') .. 'job:'
+local UNFINISHED = {waiting = true, delayed = true, active = true, ['waiting-children'] = true}
+
+-- Uniqueness: a key per uniqueKey (keys.Keys.unique), holding "<job id> <until ms>": taken while
+-- its job is unfinished, and until `until` (creation plus uniqueForMs) even once it finished.
+local function unique_name(unique_key)
+  return QUEUE_STEM .. 'unique:' .. redis.sha1hex(unique_key)
+end
+
+-- The job that holds `unique_key` now, or nil: free, or stale (its job finished and its window
+-- ran out, or its job is gone).
+local function unique_holder(unique_key, now)
+  local held = redis.call('GET', unique_name(unique_key))
+  if not held then return nil end
+  local id, until_ms = string.match(held, '^(%S+) (%d+)$')
+  local h = id and load_job(JOB_PREFIX .. id)
+  if h and (UNFINISHED[h.status] or now < tonumber(until_ms)) then return h end
+  return nil
+end
+
+local function take_unique(h)
+  local until_ms = (tonumber(h.createdAt) or 0) + (tonumber(h.uniqueForMs) or 0)
+  redis.call('SET', unique_name(h.uniqueKey), h.id .. ' ' .. string.format('%d', until_ms))
+end
+
+-- The job `h` finished (or, `removed`, is gone): its key is free now, or when its window ends.
+local function release_unique(h, now, removed)
+  if not h.uniqueKey then return end
+  local name = unique_name(h.uniqueKey)
+  local held = redis.call('GET', name)
+  local id, until_ms = string.match(held or '', '^(%S+) (%d+)$')
+  if id ~= h.id then return end  -- another job holds it now
+  until_ms = tonumber(until_ms)
+  if removed or until_ms <= now then redis.call('DEL', name) else redis.call('PEXPIREAT', name, until_ms) end
+end
 
 -- Move a job between status indexes; nil old or new: only add or only remove. The job's own
 -- `status` field is the caller's change to save.
@@ -167,5 +206,8 @@ local function put_back(id, key, h, channel, stalled, max_recoveries)
   end
   index_status(id, h.seq, 'active', changes.status)
   save(key, h, changes, channel)
-  if now then count_finished(h, 'failed', now) end
+  if now then
+    count_finished(h, 'failed', now)
+    release_unique(h, now, false)
+  end
 end
