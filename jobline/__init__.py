@@ -1,6 +1,6 @@
 """Jobline: a job queue on Redis, with a live dashboard.
 
-    from jobline import Client, SyncClient, Job, Status
+    from jobline import Client, SyncClient, Job, Status, RateLimited
 
 The names here are loaded on first use, so `import jobline.models` (or `keys`, `validation`) stays
 free of redis and aiohttp.
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import Client, InvalidJob, JobNotFound, JobStateConflict, SyncClient
+    from .context import RateLimited
     from .models import Job, Status
 
 # public name -> the module that defines it
@@ -24,6 +25,7 @@ _EXPORTS = {
     "JobStateConflict": "client",
     "Job": "models",
     "Status": "models",
+    "RateLimited": "context",
 }
 
 __all__ = list(_EXPORTS)

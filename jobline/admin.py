@@ -10,9 +10,11 @@ from . import scripts
 from . import validation as v
 from .api import STORE
 from .errors import ApiError, read_json
+from .queue_settings import SettingsStore, parse_patch
 from .queues import QueueAdmin
 
 ADMIN = web.AppKey("admin", QueueAdmin)
+SETTINGS = web.AppKey("queue_settings", SettingsStore)
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -30,6 +32,15 @@ async def _pause(request: web.Request, paused: bool) -> web.Response:
     name = await _known_queue(request)
     v.require_empty_object(await read_json(request, allow_empty=True))
     return web.json_response(await request.app[ADMIN].set_paused(name, paused))
+
+
+async def patch_queue(request: web.Request) -> web.Response:
+    """Rate limit, concurrency and retention; a queue gets them even before its first job."""
+    name = v.check_queue_name(request.match_info["name"])
+    settings = request.app[SETTINGS]
+    body = await read_json(request)
+    updated = await settings.set(name, parse_patch(body, await settings.get(name)))
+    return web.json_response({"name": name, "settings": updated.to_api()})
 
 
 async def delete_queue(request: web.Request) -> web.Response:
@@ -100,6 +111,7 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     async def admin_ctx(app: web.Application) -> Any:
         app[ADMIN] = QueueAdmin(app[STORE])
+        app[SETTINGS] = SettingsStore(app[STORE])
         yield
 
     app.cleanup_ctx.append(admin_ctx)
@@ -108,6 +120,7 @@ def add_routes(app: web.Application) -> None:
             web.post("/api/jobs/bulk", bulk_jobs),
             web.get("/api/admin/queues", list_queues),
             web.delete("/api/admin/queues/{name}", delete_queue),
+            web.patch("/api/admin/queues/{name}", patch_queue),
             web.post("/api/admin/queues/{name}/pause", pause_queue),
             web.post("/api/admin/queues/{name}/resume", resume_queue),
             web.post("/api/admin/queues/{name}/clean", clean_queue),

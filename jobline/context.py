@@ -25,6 +25,17 @@ class JobTimedOut(Exception):
     """The run took longer than the job's timeoutMs."""
 
 
+class RateLimited(Exception):
+    """Raised by a handler when the service it calls says "too many requests": the job goes back
+    to `delayed` for `ms` and the attempt does not count."""
+
+    def __init__(self, ms: int, message: str = "") -> None:
+        if not isinstance(ms, int) or isinstance(ms, bool) or ms < 1:
+            raise ValueError("RateLimited(ms): ms must be a positive integer")
+        super().__init__(message or f"rate limited for {ms} ms")
+        self.ms = ms
+
+
 class _Runner(Protocol):
     store: Any
 

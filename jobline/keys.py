@@ -130,6 +130,10 @@ class Keys:
         """Short-lived scratch key for combined listing filters, in the queue's slot."""
         return f"{self._queue(queue)}:tmp:{token}"
 
+    def starts(self, queue: str) -> str:
+        """Sorted set of the job starts inside the queue's rate-limit window (includes/limits.lua)."""
+        return f"{self._queue(queue)}:starts"
+
     def unique(self, queue: str, unique_key: str) -> str:
         """A uniqueKey's holder, "<job id> <until ms>" (queue_block.lua builds the same name)."""
         return f"{self._queue(queue)}:unique:{hashlib.sha1(unique_key.encode()).hexdigest()}"
@@ -158,7 +162,7 @@ class Keys:
     def queue_own_keys(self, queue: str) -> list[str]:
         """Every key that belongs to the queue alone (not its workers' processing lists, nor its
         type indexes, which go with their last job)."""
-        return [*self.queue_block(queue), self.queue_jobs(queue)]
+        return [*self.queue_block(queue), self.queue_jobs(queue), self.starts(queue)]
 
     # -- workers: one slot for the registry -----------------------------------------------------
     @property

@@ -15,6 +15,7 @@ from . import scripts
 from .models import DEFAULT_QUEUE, STATUSES
 from .connections import redis_now_ms
 from .liveness import Registry
+from .queue_settings import QueueSettings
 from .store import JobStore
 
 BATCH = 500
@@ -127,10 +128,11 @@ class QueueAdmin:
         live = await self.registry.live_workers()
         serving = _served(live)
         names = await self.queue_names(live)
-        now_s = await self.now_ms() // 1000  # not in the pipeline: a cluster's has no keyless commands
+        now_ms = await self.now_ms()  # not in the pipeline: a cluster's has no keyless commands
+        now_s = now_ms // 1000
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
-                pipe.hget(k.meta(q), "paused")
+                pipe.hmget(k.meta(q), ["paused", "settings"])
                 for status in STATUSES:
                     pipe.zcard(k.queue_status_index(q, status))
                 pipe.zrange(k.queue_status_index(q, "active"), 0, -1)
@@ -140,7 +142,8 @@ class QueueAdmin:
         per_queue = 4 + len(STATUSES)
         queues = []
         for i, name in enumerate(names):
-            paused, *rest = replies[i * per_queue : (i + 1) * per_queue]
+            (paused, shown), *rest = replies[i * per_queue : (i + 1) * per_queue]
+            settings = QueueSettings.from_api(json.loads(shown)) if shown else QueueSettings()
             counts, (active_ids, failures, rate) = rest[: len(STATUSES)], rest[len(STATUSES) :]
             last_minute = _rate_window(rate, "s", 120, now_s, 60)
             history = _rate_window(rate, "m", 60, now_s // 60, HISTORY_MINUTES)
@@ -160,9 +163,27 @@ class QueueAdmin:
                         {"minute": m["t"] * 60_000, "completed": m["completed"], "failed": m["failed"]}
                         for m in history
                     ],
+                    "settings": settings.to_api(),
+                    "heldBack": await self._held_back(name, settings, dict(zip(STATUSES, counts)), now_ms),
                 }
             )
         return queues
+
+    async def _held_back(
+        self, queue: str, settings: QueueSettings, counts: dict[str, int], now_ms: int
+    ) -> dict[str, Any] | None:
+        """Whether the queue's limits keep waiting jobs from starting now, and until when (a rate
+        limit knows; a concurrency limit waits for a job to finish)."""
+        if not counts["waiting"]:
+            return None
+        if settings.concurrency is not None and counts["active"] >= settings.concurrency:
+            return {"by": "concurrency", "untilMs": None}
+        if settings.rate_limit:
+            per = settings.rate_limit["perMs"]
+            window = await self.redis.zrangebyscore(self.keys.starts(queue), f"({now_ms - per}", "+inf", withscores=True)
+            if len(window) >= settings.rate_limit["max"]:
+                return {"by": "rateLimit", "untilMs": int(window[0][1]) + per}
+        return None
 
     async def workers(self) -> list[dict[str, Any]]:
         """Live workers (heartbeat within their lease), with their claimed jobs read from Redis."""

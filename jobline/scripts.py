@@ -37,6 +37,9 @@ EVENTS_MAX_BYTES = 64 * 1024 * 1024  # the event log keeps at most this much (an
 EVENTS_TRIM_STEP = EVENTS_MAX_BYTES // 256  # how often (in bytes appended) the byte cap is checked
 EVENT_FIELD_MAX = 4096  # an event's job leaves out data and result when either is longer
 RECENT_FAILURES = 10
+# A queue at its concurrency limit is asked again this often by each worker held back (a job of
+# it may finish any time; a rate limit says when it frees up).
+CONCURRENCY_RECHECK_MS = 250
 # Upper bounds (seconds) of the job duration histogram; +Inf is implied.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -59,6 +62,7 @@ CONSTANTS: dict[str, str] = {
     "EVENT_FIELD_MAX": str(EVENT_FIELD_MAX),
     "RECENT_FAILURES": str(RECENT_FAILURES),
     "DEFAULT_MAX_BACKOFF_MS": str(DEFAULT_MAX_BACKOFF_MS),
+    "CONCURRENCY_RECHECK_MS": str(CONCURRENCY_RECHECK_MS),
 }
 
 _INCLUDE = re.compile(r"^--@include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
@@ -124,5 +128,7 @@ DELETE = load("delete")
 # Queue and worker bookkeeping.
 SET_PAUSED = load("set_paused")
 DELETE_QUEUE = load("delete_queue")
+SET_SETTINGS = load("set_settings")
+RETENTION = load("retention")
 IDEMPOTENCY_FINISH = load("idempotency_finish")
 HEARTBEAT = load("heartbeat")

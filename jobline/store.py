@@ -327,13 +327,21 @@ class JobStore:
     # -- worker side --------------------------------------------------------------------------
     async def claim(self, queue: str, worker_id: str, count: int, moved: Sequence[str] = ()) -> list[Job]:
         """Mark `moved` ids (already in the worker's processing list) active, then move and claim
-        waiting jobs until `count` are claimed or the queue is empty: one round trip."""
+        waiting jobs until `count` are claimed or the queue is empty (or its limits allow no
+        more): one round trip."""
+        return (await self.claim_held(queue, worker_id, count, moved))[0]
+
+    async def claim_held(
+        self, queue: str, worker_id: str, count: int, moved: Sequence[str] = ()
+    ) -> tuple[list[Job], int]:
+        """`claim`, and how long (ms) the queue's limits hold it back (0: they do not). A moved id
+        they hold back goes back to the front of the line."""
         k = self.keys
-        claimed = await self._claim(
+        claimed, hold_ms = await self._claim(
             keys=[*k.queue_block(queue), k.processing(queue, worker_id)],
             args=[worker_id, k.job_prefix(queue), k.channel_prefix, count, *moved],
         )
-        return _jobs(claimed)
+        return _jobs(claimed), int(hold_ms)
 
     async def wait_for_job(self, queue: str, worker_id: str, block_s: float) -> str | None:
         """Wait up to `block_s` for a job of `queue` and move its id into the worker's processing
@@ -394,15 +402,18 @@ class JobStore:
         )
         return done == 1, _jobs(claimed)
 
-    async def fail(self, job: Job, reason: str, retry: bool = True, claim_next: int = 0) -> tuple[str, list[Job]]:
+    async def fail(
+        self, job: Job, reason: str, retry: bool = True, claim_next: int = 0, rate_limited_ms: int = 0
+    ) -> tuple[str, list[Job]]:
         """Returns (the job's new status: 'delayed' for a retry, 'failed', or '' if the lease was
-        lost; the jobs claimed next). The reason is also appended to the job's logs."""
+        lost; the jobs claimed next). The reason is also appended to the job's logs. With
+        `rate_limited_ms`, the job is delayed that long and the attempt does not count."""
         status, claimed = await self._fail(
             keys=[*self._ack_keys(job), self.keys.job_logs(job.id)],
             args=[
                 job.id, self.keys.job_channel(job.id), job.worker_id or "", job.token, reason[:REASON_MAX],
                 "1" if retry else "0", claim_next, self.keys.job_prefix(job.queue), LOG_CAP,
-                self.keys.channel_prefix,
+                self.keys.channel_prefix, rate_limited_ms,
             ],  # fmt: skip
         )
         return status, _jobs(claimed)

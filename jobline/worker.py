@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -26,14 +27,16 @@ from .keys import DEFAULT_PREFIX, Keys
 from .models import Job, now_ms
 from .connections import UNAVAILABLE, Subscribers, connect, durability_warnings
 from .store import JobStore
-from .context import JobContext, JobTimedOut
+from .context import JobContext, JobTimedOut, RateLimited
 from .liveness import DEFAULT_LEASE_MS, HeartbeatThread, Registry
+from .queue_settings import SettingsStore
 from .tasks import Handler
 from .threads import HandlerThreads, is_async
 
 log = logging.getLogger("jobline.worker")
 
 REDIS_ERRORS = (*UNAVAILABLE, OSError)
+RETENTION_SWEEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Worker:
         self.keys = Keys(self.settings.prefix)
         self.store = JobStore(self.redis, self.keys)
         self.registry = Registry(self.store)
+        self.queue_settings = SettingsStore(self.store)
+        self._held_until: dict[str, float] = {}  # queue -> loop time its limits hold it back until
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
         self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
@@ -111,6 +116,7 @@ class Worker:
         background = [
             asyncio.create_task(self._every(s.lease_ms / 5000, self._check_leases)),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
+            asyncio.create_task(self._every(RETENTION_SWEEP_S, self._sweep_retention)),
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
         ]
@@ -185,7 +191,9 @@ class Worker:
         """Take every free slot (waiting for one), then claim that many jobs, queues in the order
         given, one round trip per queue looked at. Only when all are empty, block on one queue with
         one slot: BLMOVE watches a single list, so several queues take turns with a short block
-        each. Busy slots mostly refill themselves: an ack claims the slot's next job (_ack)."""
+        each. Busy slots mostly refill themselves: an ack claims the slot's next job (_ack). A queue
+        its limits hold back is left alone until they allow a start (or a recheck is due), so a
+        held worker costs Redis a few commands per second, not a busy loop."""
         queues = self.settings.queues
         block_s = self.settings.block_s if len(queues) == 1 else min(self.settings.block_s, 0.2)
         turn = failures = 0
@@ -197,18 +205,21 @@ class Worker:
             started = 0
             try:
                 for queue in queues:
-                    if started < taken:
-                        started += self._start_all(await self.store.claim(queue, self.id, taken - started))
-                if not started:
+                    if started < taken and not self._held(queue):
+                        started += self._start_all(await self._claim(queue, taken - started))
+                open_queues = [queue for queue in queues if not self._held(queue)]
+                if not started and not open_queues:
+                    await self._sleep(self._until_a_hold_ends())
+                elif not started:
                     self._release(taken - 1)
                     taken = 1
-                    queue = queues[turn % len(queues)]
+                    queue = open_queues[turn % len(open_queues)]
                     turn += 1
                     job_id = await self.store.wait_for_job(queue, self.id, block_s)
                     if job_id is not None and self._stopping.is_set():  # claim nothing new: undo the move
                         await self.store.requeue(queue, self.id, "unclaimed")
                     elif job_id is not None:
-                        started += self._start_all(await self.store.claim(queue, self.id, 1, [job_id]))
+                        started += self._start_all(await self._claim(queue, 1, [job_id]))
                 failures = 0
             except REDIS_ERRORS as error:
                 failures += 1
@@ -220,6 +231,18 @@ class Worker:
                 with contextlib.suppress(*REDIS_ERRORS):  # ids moved before the error go back
                     for queue in queues:
                         await self.store.requeue(queue, self.id, "unclaimed")
+
+    async def _claim(self, queue: str, count: int, moved: Sequence[str] = ()) -> list[Job]:
+        jobs, hold_ms = await self.store.claim_held(queue, self.id, count, moved)
+        if hold_ms:
+            self._held_until[queue] = asyncio.get_running_loop().time() + hold_ms / 1000
+        return jobs
+
+    def _held(self, queue: str) -> bool:
+        return asyncio.get_running_loop().time() < self._held_until.get(queue, 0)
+
+    def _until_a_hold_ends(self) -> float:
+        return max(min(self._held_until.values()) - asyncio.get_running_loop().time(), 0.001)
 
     async def _take_slots(self) -> int:
         """Wait for a free slot, then take every other free one without waiting."""
@@ -276,17 +299,19 @@ class Worker:
                 return None
             except JobTimedOut:
                 return await self._ack(self.store.fail, job, f"timed out after {job.timeout_ms} ms")
+            except RateLimited as limited:
+                return await self._ack(self.store.fail, job, str(limited), rate_limited_ms=limited.ms)
             except Exception as error:
                 return await self._ack(self.store.fail, job, f"{type(error).__name__}: {error}")
             return await self._ack(self.store.complete, job, result)
         finally:
             del self.running[job.id]
 
-    async def _ack(self, ack: Any, job: Job, *args: Any) -> Job | None:
+    async def _ack(self, ack: Any, job: Job, *args: Any, **options: Any) -> Job | None:
         """Complete or fail the job; the same round trip claims the slot's next job, unless the
         worker is stopping or the job's queue is not the first (queues are served in order)."""
         claim_next = int(not self._stopping.is_set() and job.queue == self.settings.queues[0])
-        outcome, claimed = await self._retrying(ack, job, *args, claim_next=claim_next)
+        outcome, claimed = await self._retrying(ack, job, *args, claim_next=claim_next, **options)
         if outcome is True:  # counted here, not in Redis: the worker's hash is in another slot
             self.processed += 1
         elif outcome:
@@ -338,6 +363,11 @@ class Worker:
             ids = [job_id for q, job_id in lost if q == queue]
             log.warning("putting back %d job(s) of %s claimed but never started", len(ids), queue)
             await self.store.requeue(queue, self.id, "shutdown", ids=ids)
+
+    async def _sweep_retention(self) -> None:
+        """Finished jobs past their queue's age limit go (a count limit applies as jobs finish)."""
+        for queue in self.settings.queues:
+            await self.queue_settings.sweep(queue)
 
     async def _reap(self) -> None:
         await self.registry.reap(self.id, self.settings.lease_ms, self.settings.queues)

@@ -133,3 +133,16 @@ TASKS.update(
     plain_echo=plain_echo, plain_fail=plain_fail, plain_sleep=plain_sleep, plain_late=plain_late,
     block_loop=block_loop, checkpointed=checkpointed, async_state_and_events=async_state_and_events,
 )  # fmt: skip
+
+
+async def rate_limited_once(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """Says "too many requests" on its first run (remembered in its state), then succeeds."""
+    from jobline import RateLimited
+
+    if not ctx.state.get("limited"):
+        await ctx.save_state({"limited": True})
+        raise RateLimited(data.get("ms", 300), "HTTP 429 from the API it calls")
+    return {"attempt": ctx.job.attempts_made}
+
+
+TASKS["rate_limited_once"] = rate_limited_once

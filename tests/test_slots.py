@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 from jobline import scripts
 from jobline.connections import _HiredisPacking
+from jobline.queue_settings import SettingsStore
 from jobline.store import JobStore
 from tests.conftest import create_job, wait_all, wait_for_status
 
@@ -75,6 +76,8 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
     assert (await client.delete(f"/api/jobs/{cancelled['id']}")).status in (200, 204)
     for action in ("pause", "resume"):
         assert (await client.post(f"/api/admin/queues/other/{action}")).status == 200
+    limits = {"rateLimit": {"max": 100, "perMs": 1000}, "concurrency": 50, "retention": {"completed": {"maxAgeMs": 60_000}}}
+    assert (await client.patch("/api/admin/queues/default", json=limits)).status == 200
     listed = await client.get("/api/jobs", params={"status": ["waiting", "delayed"], "type": "demo"})
     assert listed.status == 200
     # Running: progress, logs, state, custom events, a failure with a retry, completions, a retry
@@ -99,6 +102,7 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
     clean = await client.post("/api/admin/queues/default/clean", json={"status": "completed", "olderThanMs": 0})
     assert clean.status == 200
     await store.delete(orphan.id)
+    await SettingsStore(store).sweep("default")  # the workers' retention sweep
     assert (await client.delete("/api/admin/queues/orphans")).status in (200, 204)
 
     used = {name for name, _ in script_calls}

@@ -13,4 +13,5 @@ index_status(id, h.seq, status, 'cancelled')
 local now = now_ms()
 local saved = save(key, h, {status = 'cancelled', finishedAt = now, action = false, runAt = false}, channel)
 release_unique(h, now, false)
+retain_count('cancelled')
 return {'ok', saved}

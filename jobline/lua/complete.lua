@@ -8,7 +8,7 @@
 local processing, key = KEYS[15], KEYS[16]
 local id, channel, worker_id = ARGV[1], ARGV[2], ARGV[3]
 redis.call('LREM', processing, 1, id)
-local claim_next = function() return claim({}, tonumber(ARGV[6]), processing, worker_id, ARGV[7], ARGV[8]) end
+local claim_next = function() return (claim({}, tonumber(ARGV[6]), processing, worker_id, ARGV[7], ARGV[8])) end
 local h = load_job(key)
 if not holds_lease(h, worker_id, ARGV[4]) then return {0, claim_next()} end
 local now = now_ms()
@@ -16,4 +16,5 @@ index_status(id, h.seq, 'active', 'completed')
 save(key, h, {status = 'completed', finishedAt = now, progress = 100, result = ARGV[5], action = false}, channel)
 count_finished(h, 'completed', now)
 release_unique(h, now, false)
+retain_count('completed')
 return {1, claim_next()}

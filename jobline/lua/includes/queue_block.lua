@@ -113,6 +113,9 @@ local function withdraw(id, status, owner, expected_owner, processing, control_c
   return true
 end
 
+--@include retention
+--@include limits
+
 -- Claiming: an id moves from the wait list into a worker's processing list (BLMOVE, or LMOVE here),
 -- then is marked active. Ids popped here have no key in KEYS: the job hash is the job key prefix
 -- (keys.Keys.job_prefix, passed in ARGV, in the queue's slot: the id carries the queue's tag) plus
@@ -128,23 +131,34 @@ local function claim_moved(id, processing, worker_id, job_prefix, channel_prefix
   end
   redis.call('SREM', HIGH, id)
   index_status(id, h.seq, 'waiting', 'active')
+  local token = (tonumber(h.token) or 0) + 1
+  record_start(id, token, now)
   return save(key, h, {
     status = 'active', startedAt = now, workerId = worker_id,
-    attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = (tonumber(h.token) or 0) + 1,
+    attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = token,
     finishedAt = false, runAt = false, action = false,
   }, channel_prefix .. id .. ':progress')
 end
 
--- Claim the ids already moved, then waiting ones, until n jobs are claimed or the line is empty.
--- Returns their hashes (flat).
+-- Claim the ids already moved, then waiting ones, until n jobs are claimed, the line is empty or
+-- the queue's limits allow no more (a moved id they hold back goes back to the front of the line).
+-- Returns their hashes (flat), and how long (ms) the limits hold the queue back (0: they do not).
 local function claim(moved, n, processing, worker_id, job_prefix, channel_prefix)
-  local now = now_ms()
   local claimed = {}
+  if n == 0 and #moved == 0 then return claimed, 0 end
+  local now = now_ms()
+  local room, hold = allowance(now)
+  n = math.min(n, room)
   for _, id in ipairs(moved) do
     -- A BLMOVE reply may come late (the worker was frozen): if a reaper has put the id back
     -- meanwhile, it is no longer in this worker's list, and the job stays where the reaper put it.
-    if redis.call('LPOS', processing, id) then
+    if not redis.call('LPOS', processing, id) then
+      -- nothing to do
+    elseif #claimed < n then
       claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, channel_prefix, now)
+    else
+      redis.call('LREM', processing, 1, id)
+      push_waiting(id, redis.call('HGET', job_prefix .. id, 'priority'), true)
     end
   end
   while #claimed < n do
@@ -152,7 +166,7 @@ local function claim(moved, n, processing, worker_id, job_prefix, channel_prefix
     if not id then break end
     claimed[#claimed + 1] = claim_moved(id, processing, worker_id, job_prefix, channel_prefix, now)
   end
-  return claimed
+  return claimed, hold
 end
 
 -- Rings of per-second and per-minute counts: a slot is reset when its stamp is stale.
@@ -209,5 +223,6 @@ local function put_back(id, key, h, channel, stalled, max_recoveries)
   if now then
     count_finished(h, 'failed', now)
     release_unique(h, now, false)
+    retain_count('failed')
   end
 end
