@@ -39,7 +39,10 @@ async def patch_queue(request: web.Request) -> web.Response:
     name = v.check_queue_name(request.match_info["name"])
     settings = request.app[SETTINGS]
     body = await read_json(request)
-    updated = await settings.set(name, parse_patch(body, await settings.get(name)))
+    current = await settings.get(name)
+    updated = parse_patch(body, current)
+    if updated != current:  # an empty PATCH changes nothing, and makes no queue
+        await settings.set(name, updated)
     return web.json_response({"name": name, "settings": updated.to_api()})
 
 

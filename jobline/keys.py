@@ -117,7 +117,8 @@ class Keys:
         return f"{self._queue(queue)}:processing:{worker_id}"
 
     def queue_jobs(self, queue: str) -> str:
-        """Every job of the queue, scored by `seq` (creation order, comparable across queues)."""
+        """Every job of the queue, scored by `seq`: its creation time by the Redis clock in µs (and
+        more than the queue's last), so pages of several queues merge newest first."""
         return f"{self._queue(queue)}:jobs"
 
     def queue_status_index(self, queue: str, status: str) -> str:

@@ -165,7 +165,19 @@ PATHS: dict[str, Any] = {
             "summary": "Remove an empty queue and its settings (409 while it holds jobs)",
             "parameters": [QUEUE_PARAM],
             "responses": {"204": {"description": "Removed."}, **error_responses(400, 404, 409)},
-        }
+        },
+        "patch": {
+            "summary": "Set a queue's rate limit, concurrency and retention (the queue exists from then on)",
+            "parameters": [QUEUE_PARAM],
+            "requestBody": request_body(ref("QueueSettings")),
+            "responses": {
+                "200": json_response(
+                    {"type": "object", "properties": {"name": {"type": "string"}, "settings": ref("QueueSettings")}},
+                    "The queue's settings now.",
+                ),
+                **error_responses(400, 415),
+            },
+        },
     },
     "/api/admin/queues/{name}/pause": _queue_action("Pause a queue: it hands out no jobs"),
     "/api/admin/queues/{name}/resume": _queue_action("Resume a paused queue"),

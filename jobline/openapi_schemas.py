@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import queue_settings as qs
 from . import validation as v
 from .models import STATUSES
 
@@ -167,7 +168,7 @@ SCHEMAS: dict[str, Any] = {
             "uniqueForMs": {
                 "type": "integer", "minimum": 0, "maximum": v.MAX_UNIQUE_FOR_MS,
                 "description": "Keeps the uniqueKey taken this long after creation, even once the job "
-                "finished (throttling). Needs uniqueKey.",
+                "finished (throttling). No effect without a uniqueKey.",
             },
         },
     },
@@ -196,8 +197,50 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"completed": {"type": "integer"}, "failed": {"type": "integer"}},
             },
             "history": {"type": "array", "items": {"type": "object"}},
+            "settings": ref("QueueSettings"),
+            "heldBack": {
+                "type": "object", "nullable": True,
+                "description": "Set while the queue's limits keep its waiting jobs from starting.",
+                "properties": {
+                    "by": {"type": "string", "enum": ["concurrency", "rateLimit"]},
+                    "untilMs": {**NULL_INT, "description": "When the rate limit allows a start (null: when an active job finishes)."},
+                },
+            },  # fmt: skip
         },
     },
+    "QueueSettings": {
+        "type": "object",
+        "description": "PATCH: a field left out keeps its value; null removes it.",
+        "additionalProperties": False,
+        "properties": {
+            "rateLimit": {
+                "type": "object", "nullable": True, "required": ["max", "perMs"], "additionalProperties": False,
+                "description": "At most `max` jobs of the queue start in any window of `perMs` ms, across all workers.",
+                "properties": {
+                    "max": {"type": "integer", "minimum": 1, "maximum": qs.MAX_RATE},
+                    "perMs": {"type": "integer", "minimum": 1, "maximum": qs.MAX_WINDOW_MS},
+                },
+            },
+            "concurrency": {
+                "type": "integer", "minimum": 1, "maximum": qs.MAX_CONCURRENCY, "nullable": True,
+                "description": "At most this many jobs of the queue active at once, across all workers.",
+            },
+            "retention": {
+                "type": "object", "nullable": True, "additionalProperties": False,
+                "description": "Finished jobs beyond the count or older than the age are removed (job-removed events).",
+                "properties": {
+                    status: {
+                        "type": "object", "additionalProperties": False, "minProperties": 1,
+                        "properties": {
+                            "maxCount": {"type": "integer", "minimum": 0, "maximum": qs.MAX_KEEP_COUNT},
+                            "maxAgeMs": {"type": "integer", "minimum": 1, "maximum": qs.MAX_AGE_MS},
+                        },
+                    }
+                    for status in qs.FINISHED_STATUSES
+                },
+            },
+        },
+    },  # fmt: skip
     "Worker": {
         "type": "object",
         "properties": {

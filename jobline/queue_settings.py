@@ -70,7 +70,7 @@ def _object(value: Any, path: str, allowed: frozenset[str]) -> dict[str, Any]:
 
 def parse_patch(body: Any, current: QueueSettings) -> QueueSettings:
     """The settings after applying a PATCH body to `current`; a 400 naming the field if invalid."""
-    if not isinstance(body, dict) or not body:
+    if not isinstance(body, dict):
         raise ApiError(400, "validation_error", f"the body must be a JSON object with any of: {', '.join(sorted(SETTING_FIELDS))}")
     unknown = sorted(set(body) - SETTING_FIELDS)
     if unknown:

@@ -79,9 +79,7 @@ def parse_new_job(body: Any) -> NewJob:
         if not isinstance(unique_key, str) or not unique_key:
             raise invalid("uniqueKey", f"must be a string of 1 to {MAX_UNIQUE_KEY_CHARS} characters")
         _text(unique_key, "uniqueKey", MAX_UNIQUE_KEY_CHARS)
-    unique_for_ms = _int(body, "uniqueForMs", 0, 0, MAX_UNIQUE_FOR_MS) or 0
-    if unique_for_ms and unique_key is None:
-        raise invalid("uniqueForMs", "needs a uniqueKey")
+    unique_for_ms = _int(body, "uniqueForMs", 0, 0, MAX_UNIQUE_FOR_MS) or 0  # no effect without a key
     data = body.get("data", {})
     if not isinstance(data, dict):
         raise invalid("data", "must be a JSON object")

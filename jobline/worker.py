@@ -25,9 +25,10 @@ import redis.exceptions
 from . import tasks
 from .keys import DEFAULT_PREFIX, Keys
 from .models import Job, now_ms
-from .connections import UNAVAILABLE, Subscribers, connect, durability_warnings
+from .connections import connect, durability_warnings
 from .store import JobStore
 from .context import JobContext, JobTimedOut, RateLimited
+from .duties import REDIS_ERRORS, RETENTION_SWEEP_S, Duties
 from .liveness import DEFAULT_LEASE_MS, HeartbeatThread, Registry
 from .queue_settings import SettingsStore
 from .tasks import Handler
@@ -35,8 +36,6 @@ from .threads import HandlerThreads, is_async
 
 log = logging.getLogger("jobline.worker")
 
-REDIS_ERRORS = (*UNAVAILABLE, OSError)
-RETENTION_SWEEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class Running:
 
 
 @dataclass
-class Worker:
+class Worker(Duties):
     settings: WorkerSettings
     handlers: dict[str, Handler] = field(default_factory=lambda: dict(tasks.TASKS))
     client: redis.Redis | None = None
@@ -343,77 +342,7 @@ class Worker:
             "processed": self.processed, "failed": self.failed,
         }  # fmt: skip
 
-    async def _check_leases(self) -> None:
-        """Stop jobs this worker no longer holds (cancelled while a control message was missed), and
-        put back jobs it holds but does not run: claimed by a command whose reply was lost."""
-        queues, running = self.settings.queues, list(self.running.values())
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.lrange(self.keys.processing(queue, self.id), 0, -1)
-            for r in running:
-                pipe.hmget(self.keys.job(r.job.id), ["status", "workerId", "token"])
-            replies = await pipe.execute()
-        for r, (status, worker_id, token) in zip(running, replies[len(queues):]):
-            if (status, worker_id, token) != ("active", self.id, str(r.job.token)):
-                self.stop_job(r.job.id, "lost")
-        # A claim's reply is in flight for milliseconds: only an id unrun at two checks in a row is lost.
-        unrun = {(queue, job_id) for queue, ids in zip(queues, replies) for job_id in ids if job_id not in self.running}
-        lost, self._unrun = unrun & self._unrun, unrun - self._unrun
-        for queue in {queue for queue, _ in lost}:
-            ids = [job_id for q, job_id in lost if q == queue]
-            log.warning("putting back %d job(s) of %s claimed but never started", len(ids), queue)
-            await self.store.requeue(queue, self.id, "shutdown", ids=ids)
-
-    async def _sweep_retention(self) -> None:
-        """Finished jobs past their queue's age limit go (a count limit applies as jobs finish)."""
-        for queue in self.settings.queues:
-            await self.queue_settings.sweep(queue)
-
-    async def _reap(self) -> None:
-        await self.registry.reap(self.id, self.settings.lease_ms, self.settings.queues)
-
-    async def _listen_for_control(self) -> None:
-        """Cancel requests for running jobs arrive on this worker's control channel."""
-        subscribers = Subscribers(self.redis)  # on a cluster: one node at a time
-        while not self._closed.is_set():
-            try:
-                async with (await subscribers.get()).pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.keys.worker_channel(self.id))
-                    while not self._closed.is_set():
-                        message = await pubsub.get_message(timeout=0.5)
-                        if message is None:
-                            continue
-                        command, _, job_id = str(message["data"]).partition(" ")
-                        if command == "cancel":
-                            self.stop_job(job_id, "cancelled")
-            except REDIS_ERRORS as error:
-                log.warning("control channel lost (%s); resubscribing", error)
-                subscribers.failed()
-                await self._pause(1)
-        await subscribers.aclose()
-
-    async def _schedule_delayed(self, queue: str) -> None:
-        """Delayed jobs and retry backoffs become waiting when due."""
-        while not self._closed.is_set():
-            try:
-                promoted, wait_ms = await self.store.promote_due(queue)
-            except REDIS_ERRORS as error:
-                log.warning("delayed-job check for %s failed: %s", queue, error)
-                promoted, wait_ms = 0, 1000
-            if promoted < 100:
-                await self._pause(0.25 if wait_ms < 0 else min(max(wait_ms, 5), 250) / 1000)
-
     # -- helpers -----------------------------------------------------------------------------------
-    async def _every(self, seconds: float, duty: Any) -> None:
-        while not self._closed.is_set():
-            await self._pause(seconds)
-            if self._closed.is_set():
-                return
-            try:
-                await duty()
-            except REDIS_ERRORS as error:
-                log.warning("%s failed: %s", duty.__name__, error)
-
     async def _retrying(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         """Acks and progress must not be lost to a Redis blip; fencing makes a late repeat harmless."""
         delay = 0.1

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,19 @@ async def redis_client(redis_url: str, on_cluster: bool) -> AsyncIterator[Any]:
     client = connect(redis_url, cluster=on_cluster)
     yield client
     await client.aclose()
+
+
+async def clients_of(redis_client: Any) -> list[dict[str, Any]]:
+    """CLIENT LIST of the Redis, or of every primary of the cluster."""
+    if isinstance(redis_client, RedisCluster):
+        per_node = await redis_client.client_list(target_nodes=RedisCluster.PRIMARIES)
+        return [c for node in per_node.values() for c in node]
+    return await redis_client.client_list()
+
+
+async def stream_listeners(redis_client: Any) -> int:
+    """Connections with a pattern subscription (the streams'), wherever they are."""
+    return sum(1 for c in await clients_of(redis_client) if int(c.get("psub", 0)) > 0)
 
 
 @pytest.fixture

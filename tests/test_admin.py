@@ -23,7 +23,7 @@ from jobline.server import create_app
 from jobline.store import JobStore
 from jobline.tasks import load_handlers
 from jobline.worker import Worker, WorkerSettings
-from tests.conftest import TEST_HANDLERS, create_job, wait_all, wait_until
+from tests.conftest import TEST_HANDLERS, create_job, stream_listeners, wait_all, wait_until
 from tests.conftest import wait_for_status as wait_status
 from tests.sse import Event, SSEReader
 
@@ -95,10 +95,6 @@ async def clean(client: Any, queue: str, status: str, older_than_ms: int = 0) ->
 
 async def bulk(client: Any, body: dict[str, Any]) -> int:
     return (await post_ok(client, "/api/jobs/bulk", body))["affected"]
-
-
-async def stream_listeners(redis_client: Any) -> int:
-    return sum(1 for c in await redis_client.client_list() if int(c.get("psub", 0)) > 0)
 
 
 async def open_stream(client: Any, redis_client: Any) -> SSEReader:

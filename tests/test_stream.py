@@ -11,7 +11,7 @@ import pytest
 
 from jobline.server import Settings, create_app
 from jobline.store import JobStore
-from tests.conftest import create_job, wait_until
+from tests.conftest import create_job, stream_listeners, wait_until
 from tests.sse import SSEReader
 
 
@@ -180,10 +180,6 @@ async def test_idle_stream_sends_pings(client: Any) -> None:
     assert "ping" in stream.comments
 
 
-async def pubsub_clients(redis_client: Any) -> int:
-    return sum(1 for c in await redis_client.client_list() if int(c.get("psub", 0)) > 0)
-
-
 async def test_fifty_dropped_clients_leave_no_redis_connections(client: Any, redis_client: Any) -> None:
     streams = [await open_stream(client) for _ in range(50)]
     await wait_until(lambda: _count_is(redis_client, 50))
@@ -193,7 +189,7 @@ async def test_fifty_dropped_clients_leave_no_redis_connections(client: Any, red
 
 
 async def _count_is(redis_client: Any, expected: int) -> bool:
-    return await pubsub_clients(redis_client) == expected
+    return await stream_listeners(redis_client) == expected
 
 
 async def test_server_stops_promptly_with_streams_open(redis_url: str) -> None:

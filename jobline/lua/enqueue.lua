@@ -1,10 +1,11 @@
 -- KEYS[1..14] queue block, KEYS[15] queue jobs index,
 -- then per job i: KEYS[14+2i] its hash, KEYS[15+2i] its type's index
--- ARGV[1] the batch's clock reading (ms) when it spans queues, else '' (now), then per job: id,
+-- ARGV[1] the batch's clock reading (µs) when it spans queues, else '' (now), then per job: id,
 -- job channel, delay ms, its place in the batch, n, then n field/value pairs
 -- Creates every job or none (an id taken fails the call before any write). The queue's keys come
 -- once per call, however many jobs: a batch costs one call per queue. A job's seq is its batch's
--- time * 1024 plus its place, so that a batch across queues lists in its order. A job whose
+-- Redis time in µs plus its place (and more than the queue's last), so that listings merged across
+-- queues come out newest first, a batch across queues in its order. A job whose
 -- uniqueKey is held (queue_block.lua) is not created: the holder stands in its place.
 -- Returns {1 if the queue had no seq yet (new, or deleted since: the caller registers its name),
 -- {1 if created, 0 if a holder stands in, per job}, then each job's hash (flat)}.
@@ -14,8 +15,9 @@ local count = (#KEYS - 15) / 2
 for i = 1, count do
   if redis.call('EXISTS', KEYS[14 + 2 * i]) == 1 then return redis.error_reply('ERR job id taken') end
 end
-local now = now_ms()
-local base = (tonumber(ARGV[1]) or now) * 1024
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local base = tonumber(ARGV[1]) or tonumber(time[1]) * 1000000 + tonumber(time[2])  -- exact as a double
 local seq = tonumber(redis.call('HGET', META, 'seq'))
 local out = {seq and 0 or 1, {}}
 seq = seq or 0
