@@ -37,7 +37,8 @@ from .models import (
 )
 from .store import JobNotFound, JobStateConflict, JobStore
 from .errors import ApiError
-from .validation import ID_RE, parse_new_job
+from .queue_settings import SettingsStore, parse_patch
+from .validation import ID_RE, check_queue_name, parse_new_job
 
 __all__ = ["Client", "InvalidJob", "JobNotFound", "JobStateConflict", "SyncClient"]
 
@@ -101,6 +102,7 @@ class Client:
         self.keys = Keys(prefix)
         self.store = JobStore(self.redis, self.keys)
         self.subscribers = Subscribers(self.redis)  # for wait(): on a cluster, one node at a time
+        self.queue_settings = SettingsStore(self.store)
 
     async def __aenter__(self) -> Client:
         return self
@@ -171,6 +173,26 @@ class Client:
     async def delete(self, job_id: str) -> None:
         """Remove the job everywhere (an active one is stopped first). Raises JobNotFound."""
         await self.store.delete(_job_id(job_id))
+
+    async def set_queue_settings(self, queue: str, **changes: Any) -> dict[str, Any]:
+        """A queue's limits and retention, as `PATCH /api/admin/queues/{name}`: any of
+        `rate_limit={"max": 10, "perMs": 1000}`, `concurrency=3`,
+        `retention={"completed": {"maxCount": 1000}}`; None removes one, one left out stays.
+        Returns the queue's settings (camelCase, as the API shows them). Raises InvalidJob (with
+        the field) for a bad value, TypeError for an unknown option."""
+        names = {"rate_limit": "rateLimit", "concurrency": "concurrency", "retention": "retention"}
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(f"set_queue_settings() got an unexpected keyword argument {unknown[0]!r}")
+        try:
+            check_queue_name(queue)
+            current = await self.queue_settings.get(queue)
+            updated = parse_patch({names[name]: value for name, value in changes.items()}, current)
+        except ApiError as error:
+            raise InvalidJob(error.message, error.field) from None
+        if updated != current:
+            await self.queue_settings.set(queue, updated)
+        return updated.to_api()
 
     async def wait(self, job_id: str, timeout: float | None = 30.0) -> Job:
         """The job once it is finished (completed, failed or cancelled). Raises TimeoutError after
@@ -302,6 +324,7 @@ class SyncClient:
     retry = _blocking(Client.retry)
     delete = _blocking(Client.delete)
     wait = _blocking(Client.wait)
+    set_queue_settings = _blocking(Client.set_queue_settings)
 
     def close(self) -> None:
         """Stop the calls still running (they raise CancelledError), close the connections and

@@ -423,3 +423,16 @@ async def test_a_unique_key_returns_the_unfinished_holder(jl: Client) -> None:
     first = await jl.enqueue("echo", name="a", unique_key="report:7", delay_ms=60_000)
     again = await jl.enqueue("echo", name="b", unique_key="report:7")
     assert (again.id, again.name, again.unique_key) == (first.id, "a", "report:7")
+
+
+async def test_queue_settings_are_set_as_the_api_sets_them(jl: Client, client: Any) -> None:
+    shown = await jl.set_queue_settings("mail", rate_limit={"max": 10, "perMs": 1000}, concurrency=3)
+    assert shown == {"rateLimit": {"max": 10, "perMs": 1000}, "concurrency": 3, "retention": None}
+    assert (await jl.set_queue_settings("mail", concurrency=None))["rateLimit"] == {"max": 10, "perMs": 1000}
+    queues = (await (await client.get("/api/admin/queues")).json())["queues"]
+    assert next(q for q in queues if q["name"] == "mail")["settings"]["concurrency"] is None
+    with pytest.raises(InvalidJob) as raised:
+        await jl.set_queue_settings("mail", concurrency=0)
+    assert raised.value.field == "concurrency"
+    with pytest.raises(TypeError, match="paused"):
+        await jl.set_queue_settings("mail", paused=True)
