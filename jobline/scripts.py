@@ -9,12 +9,13 @@ Two things are expanded on load, and an unknown one raises `ScriptError` there, 
 - `{{NAME}}` is replaced by a constant from Python (`CONSTANTS` below), so limits live here.
 
 Every job-changing script includes `queue_block`, and so takes the same *queue block* as
-KEYS[1..14] (see `Keys.queue_block`; `includes/queue_block.lua` names them), then its own keys:
+KEYS[1..B] (see `Keys.queue_block`; `includes/queue_block.lua` names them, B is its BLOCK), then
+its own keys from KEYS[B+1]:
 
     KEYS[1]      the queue's event log (capped; its entry id is the queue's part of the SSE id)
     KEYS[2..8]   the queue's wait list, high-priority set, delayed set, paused list, meta hash,
                  rate hash and recent failures
-    KEYS[9..14]  the queue's status indexes, in models.STATUSES order
+    KEYS[9..B]   the queue's status indexes, in models.STATUSES order
 
 Every key a script is given or builds is in one queue's slot (keys.py), so each runs on one shard
 of a Redis Cluster; no script touches a global key. Each change bumps the job's `rev`, appends the
@@ -62,6 +63,7 @@ CONSTANTS: dict[str, str] = {
     "EVENT_FIELD_MAX": str(EVENT_FIELD_MAX),
     "RECENT_FAILURES": str(RECENT_FAILURES),
     "DEFAULT_MAX_BACKOFF_MS": str(DEFAULT_MAX_BACKOFF_MS),
+    "QUEUE_BLOCK_SIZE": str(8 + len(STATUSES)),  # keys.Keys.queue_block
     "CONCURRENCY_RECHECK_MS": str(CONCURRENCY_RECHECK_MS),
 }
 

@@ -1,8 +1,8 @@
--- KEYS[1..14] queue block, KEYS[15] job hash, KEYS[16] processing list of the job's worker
+-- KEYS[1..B] queue block, KEYS[B+1] job hash, KEYS[B+2] processing list of the job's worker
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id
 -- Returns {'ok', hash}, {'missing'}, {'conflict', status} or {'moved'} (worker changed: read again).
 --@include queue_block
-local key, processing = KEYS[15], KEYS[16]
+local key, processing = KEYS[BLOCK + 1], KEYS[BLOCK + 2]
 local id, channel, control_channel, worker_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local h = load_job(key)
 if not h then return {'missing'} end

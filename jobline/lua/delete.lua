@@ -1,12 +1,12 @@
--- KEYS[1..14] queue block, KEYS[15] job hash, KEYS[16] job logs, KEYS[17] queue jobs index,
--- KEYS[18] type index, KEYS[19] processing list of the job's worker, KEYS[20] the job's custom events
+-- KEYS[1..B] queue block, KEYS[B+1] job hash, KEYS[B+2] job logs, KEYS[B+3] queue jobs index,
+-- KEYS[B+4] type index, KEYS[B+5] processing list of the job's worker, KEYS[B+6] its custom events
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] that worker's control channel, ARGV[4] its id,
 -- ARGV[5] the status it must have, or '' for any
 -- Removes the job everywhere (stopping it first if active).
 -- Returns {'ok'}, {'missing'}, {'moved'} or {'conflict', status}.
 --@include queue_block
-local key, logs, queue_jobs, type_jobs = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local processing, custom = KEYS[19], KEYS[20]
+local key, logs, queue_jobs = KEYS[BLOCK + 1], KEYS[BLOCK + 2], KEYS[BLOCK + 3]
+local type_jobs, processing, custom = KEYS[BLOCK + 4], KEYS[BLOCK + 5], KEYS[BLOCK + 6]
 local id, channel, control_channel, worker_id, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local f = redis.call('HMGET', key, 'status', 'workerId', 'queue', 'uniqueKey')
 local status = f[1]

@@ -1,5 +1,5 @@
--- KEYS[1..14] queue block, KEYS[15] queue jobs index,
--- then per job i: KEYS[14+2i] its hash, KEYS[15+2i] its type's index
+-- KEYS[1..B] queue block, KEYS[B+1] queue jobs index,
+-- then per job i: KEYS[B+2i] its hash, KEYS[B+1+2i] its type's index
 -- ARGV[1] the batch's clock reading (µs) when it spans queues, else '' (now), then per job: id,
 -- job channel, delay ms, its place in the batch, n, then n field/value pairs
 -- Creates every job or none (an id taken fails the call before any write). The queue's keys come
@@ -10,10 +10,10 @@
 -- Returns {1 if the queue had no seq yet (new, or deleted since: the caller registers its name),
 -- {1 if created, 0 if a holder stands in, per job}, then each job's hash (flat)}.
 --@include queue_block
-local queue_jobs = KEYS[15]
-local count = (#KEYS - 15) / 2
+local queue_jobs = KEYS[BLOCK + 1]
+local count = (#KEYS - BLOCK - 1) / 2
 for i = 1, count do
-  if redis.call('EXISTS', KEYS[14 + 2 * i]) == 1 then return redis.error_reply('ERR job id taken') end
+  if redis.call('EXISTS', KEYS[BLOCK + 2 * i]) == 1 then return redis.error_reply('ERR job id taken') end
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -23,7 +23,7 @@ local out = {seq and 0 or 1, {}}
 seq = seq or 0
 local a = 2
 for i = 1, count do
-  local key, type_jobs = KEYS[14 + 2 * i], KEYS[15 + 2 * i]
+  local key, type_jobs = KEYS[BLOCK + 2 * i], KEYS[BLOCK + 1 + 2 * i]
   local id, channel, delay = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local place, n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local job = {}

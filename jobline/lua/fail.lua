@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block, KEYS[15] processing list, KEYS[16] job hash, KEYS[17] job logs
+-- KEYS[1..B] queue block, KEYS[B+1] processing list, KEYS[B+2] job hash, KEYS[B+3] job logs
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] worker id, ARGV[4] lease token, ARGV[5] reason,
 -- ARGV[6] '1' if the attempt may be retried, ARGV[7] how many waiting jobs to claim for the freed
 -- slot (0 or 1), ARGV[8] job key prefix, ARGV[9] log cap, ARGV[10] job channel prefix,
@@ -9,7 +9,7 @@
 -- delayed for that long, and the attempt does not count. Returns {the new status, or '' when the lease was lost (and
 -- nothing changed); the jobs claimed}.
 --@include queue_block
-local processing, key, logs = KEYS[15], KEYS[16], KEYS[17]
+local processing, key, logs = KEYS[BLOCK + 1], KEYS[BLOCK + 2], KEYS[BLOCK + 3]
 local id, channel, worker_id, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 redis.call('LREM', processing, 1, id)
 local claim_next = function() return (claim({}, tonumber(ARGV[7]), processing, worker_id, ARGV[8], ARGV[10])) end

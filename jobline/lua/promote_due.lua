@@ -1,11 +1,11 @@
--- KEYS[1..14] queue block, KEYS[15..] job hashes of the earliest delayed ids
+-- KEYS[1..B] queue block, KEYS[B+1..] job hashes of the earliest delayed ids
 -- per job: ARGV[2i-1] id, ARGV[2i] job channel
 -- Moves the due ones to waiting. Returns {promoted, ms until the next candidate is due or -1}.
 --@include queue_block
 local now = now_ms()
 local promoted, wait_ms = 0, -1
-for i = 1, #KEYS - 14 do
-  local key, id, channel = KEYS[14 + i], ARGV[2 * i - 1], ARGV[2 * i]
+for i = 1, #KEYS - BLOCK do
+  local key, id, channel = KEYS[BLOCK + i], ARGV[2 * i - 1], ARGV[2 * i]
   local due = redis.call('ZSCORE', DELAYED, id)
   if due then
     due = tonumber(due)

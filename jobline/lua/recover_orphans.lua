@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block, then per job: KEYS[13+2i] job hash, KEYS[14+2i] the processing list
+-- KEYS[1..B] queue block, then per job: KEYS[B-1+2i] job hash, KEYS[B+2i] the processing list
 -- of the worker it names
 -- ARGV[1] min age ms, ARGV[2] recoveries allowed,
 -- then per job: ARGV[3i] id, ARGV[3i+1] job channel, ARGV[3i+2] the worker it names
@@ -11,8 +11,8 @@
 local min_age, max_recoveries = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
 local changed = 0
-for i = 1, (#KEYS - 14) / 2 do
-  local key, processing = KEYS[13 + 2 * i], KEYS[14 + 2 * i]
+for i = 1, (#KEYS - BLOCK) / 2 do
+  local key, processing = KEYS[BLOCK - 1 + 2 * i], KEYS[BLOCK + 2 * i]
   local id, channel, worker_id = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
   local h = load_job(key)
   if h and h.status == 'active' and h.workerId == worker_id

@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block, KEYS[15] a worker's processing list, KEYS[16..] job hashes
+-- KEYS[1..B] queue block, KEYS[B+1] a worker's processing list, KEYS[B+2..] job hashes
 -- ARGV[1] that worker's id, ARGV[2] 'stalled' (worker died), 'shutdown' (graceful stop) or
 -- 'unclaimed' (only undo moves not yet marked active), ARGV[3] recoveries allowed,
 -- then per job: ARGV[2i+2] id, ARGV[2i+3] job channel
@@ -6,11 +6,11 @@
 -- (hence the walk from the last claimed to the first). A job recovered from dead workers more
 -- than ARGV[3] times fails as stalled. Returns how many jobs changed state.
 --@include queue_block
-local processing = KEYS[15]
+local processing = KEYS[BLOCK + 1]
 local worker_id, mode, max_recoveries = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local changed = 0
-for i = #KEYS - 15, 1, -1 do
-  local key, id, channel = KEYS[15 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
+for i = #KEYS - BLOCK - 1, 1, -1 do
+  local key, id, channel = KEYS[BLOCK + 1 + i], ARGV[2 * i + 2], ARGV[2 * i + 3]
   local h = load_job(key)
   local status = h and h.status
   local mine = status == 'active' and h.workerId == worker_id

@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block
+-- KEYS[1..B] queue block
 -- ARGV[1] at most how many jobs to look at per status
 -- The workers' periodic sweep: finished jobs older (by finishedAt) than their status's age limit
 -- go, oldest first, and any over its count limit. Looks at the oldest ARGV[1] of each status, so a

@@ -1,8 +1,8 @@
--- KEYS[1..14] queue block, KEYS[15] job hash
+-- KEYS[1..B] queue block, KEYS[B+1] job hash
 -- ARGV[1] id, ARGV[2] job channel
 -- failed or cancelled -> waiting, with attemptsMade and progress back to 0.
 --@include queue_block
-local key = KEYS[15]
+local key = KEYS[BLOCK + 1]
 local id, channel = ARGV[1], ARGV[2]
 local h = load_job(key)
 if not h then return {'missing'} end

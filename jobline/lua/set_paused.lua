@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block
+-- KEYS[1..B] queue block
 -- ARGV[1] queue name, ARGV[2] queue channel, ARGV[3] '1' to pause, '0' to resume
 -- Pausing moves the waiting line aside, so BLMOVE on the wait list hands out nothing; resuming
 -- moves it back. Active jobs are untouched. Publishes {"name", "paused"}.

@@ -1,8 +1,8 @@
--- KEYS[1..14] queue block, KEYS[15] job hash
+-- KEYS[1..B] queue block, KEYS[B+1] job hash
 -- ARGV[1] id, ARGV[2] job channel, ARGV[3] 'normal' or 'high'
 -- Only for waiting or delayed jobs; a waiting job moves to its new place in line.
 --@include queue_block
-local key = KEYS[15]
+local key = KEYS[BLOCK + 1]
 local id, channel, priority = ARGV[1], ARGV[2], ARGV[3]
 local h = load_job(key)
 if not h then return {'missing'} end

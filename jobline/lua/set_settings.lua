@@ -1,4 +1,4 @@
--- KEYS[1..14] queue block
+-- KEYS[1..B] queue block
 -- ARGV[1] queue name, ARGV[2] queue channel, ARGV[3] the settings (JSON, as the API shows them),
 -- then field/value pairs of META to set, a value '' removing the field
 -- Stores the queue's limits and retention (enforced by limits.lua and retention.lua), trims what a

@@ -1,5 +1,7 @@
--- The queue block: the keys every job-changing script gets first, as KEYS[1..14], in the order of
--- keys.Keys.queue_block, all in the queue's slot. A script's own keys follow, from KEYS[15].
+-- The queue block: the keys every job-changing script gets first, as KEYS[1..BLOCK], in the order
+-- of keys.Keys.queue_block, all in the queue's slot. A script's own keys follow, from KEYS[BLOCK+1]
+-- (the headers write B for BLOCK).
+local BLOCK = {{QUEUE_BLOCK_SIZE}}
 -- Helpers for the waiting line, the status indexes, claiming, and the queue's counters.
 --@include prelude
 -- KEYS[1], the queue's event log, is EVENTS (prelude).
@@ -10,7 +12,7 @@ local PAUSED = KEYS[5]  -- the paused list (waiting jobs live here while the que
 local META = KEYS[6]  -- meta hash (paused flag, last seq, totals, duration histogram)
 local RATE = KEYS[7]  -- per-second and per-minute rings of finished jobs
 local FAILURES = KEYS[8]  -- recent failures (capped list of JSON)
--- The queue's index of each status (KEYS[9..14]), in STATUS_SLOT order.
+-- The queue's index of each status (KEYS[9..BLOCK]), in STATUS_SLOT order.
 local STATUS_INDEX = {}
 for status, slot in pairs(STATUS_SLOT) do STATUS_INDEX[status] = KEYS[9 + slot] end
 local DURATION_BUCKETS = {{DURATION_BUCKETS}}
