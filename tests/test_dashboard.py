@@ -1048,7 +1048,8 @@ PAST_THE_EDGE = """() => [...document.querySelectorAll('body *')]
 # what overflows it, so "no sideways scroll" alone would not show a control cut off at its edge).
 PANEL_PARTS = (
     "#create-form input:not([hidden] *), #create-form select:not([hidden] *), #create-form button, "
-    "#queues-card button, #queues-card select, #queues-card .stat, #queues-card code, #workers-card [role=row] > *"
+    "#queues-card button, #queues-card select, #queues-card .stat, #queues-card code, #queues-card .q-limits > *, "
+    "#workers-card [role=row] > *"
 )
 OUTSIDE_ITS_CARD = """(parts) => [...document.querySelectorAll(parts)]
   .filter((node) => node.getClientRects().length)
@@ -1470,4 +1471,300 @@ async def test_phone_timeline_wraps_long_event_data(client: Any, redis_client: A
     await item.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "dashboard-phone-timeline.png", animations="disabled")
+    watched.assert_clean()
+
+
+# -- queue limits (rate limit, concurrency, retention), held-back queues, uniqueKey ----------------
+LIMITS = "#limits-dialog"
+DAY_MS = 86_400_000
+
+
+def is_patch(path: str) -> Any:
+    return lambda r: r.request.method == "PATCH" and r.url.endswith(path)
+
+
+def limits_of(page: Page, name: str = "default") -> Locator:
+    return queue_item(page, name).locator(".q-limits-text")
+
+
+def held_chip(page: Page, name: str) -> Locator:
+    return queue_item(page, name).locator(".q-held")
+
+
+async def listed_queue(client: Any, name: str) -> dict[str, Any]:
+    response = await client.get("/api/admin/queues")
+    assert response.status == 200, await response.text()
+    return next(q for q in (await response.json())["queues"] if q["name"] == name)
+
+
+async def patch_queue(client: Any, name: str, body: dict[str, Any]) -> None:
+    response = await client.patch(f"/api/admin/queues/{quote(name)}", json=body)
+    assert response.status == 200, await response.text()
+
+
+async def save_limits(page: Page, name: str = "default", status: int = 200) -> Any:
+    """Click Save in the limits dialog; the PATCH's response (asserting its status)."""
+    async with page.expect_response(is_patch(f"/api/admin/queues/{quote(name)}")) as info:
+        await page.locator(f"{LIMITS} #l-save").click()
+    response = await info.value
+    assert response.status == status, await response.text()
+    return response
+
+
+async def test_queue_limits_are_set_from_the_dashboard_and_shown(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await create_job(client, name="Waits for a worker", type="noop")  # no worker: the queue is listed
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(limits_of(page)).to_have_text("no limits")
+    dialog = page.locator(LIMITS)
+
+    # By keyboard: the queue's Limits button opens the dialog on its first field; Enter saves.
+    edit = queue_item(page).locator('button[data-qact="limits"]')
+    await edit.focus()
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#limits-queue")).to_have_text("default")
+    await expect(page.locator("#l-rate-max")).to_be_focused()
+    await page.keyboard.type("5")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("1")  # in any window of 1 s (the unit it offers)
+    await page.fill("#l-conc", "3")
+    await page.fill("#l-keep-completed-count", "1000")
+    await page.fill("#l-keep-failed-age", "7")  # days
+    async with page.expect_response(is_patch("/api/admin/queues/default")) as info:
+        await page.keyboard.press("Enter")
+    response = await info.value
+    assert response.status == 200, await response.text()
+    wanted = {
+        "rateLimit": {"max": 5, "perMs": 1000},
+        "concurrency": 3,
+        "retention": {"completed": {"maxCount": 1000}, "failed": {"maxAgeMs": 7 * DAY_MS}},
+    }
+    assert response.request.post_data_json == wanted
+    await expect(dialog).to_be_hidden()
+    await expect(edit).to_be_focused()  # back where the user was
+    await expect(limits_of(page)).to_have_text("≤ 5 per 1 s · max 3 active · keeps 1,000 completed / 7 d failed")
+    await expect(limits_of(page)).to_have_attribute("title", re.compile(r"^Rate limit: at most 5 jobs start in any 1 s\."))
+    assert (await listed_queue(client, "default"))["settings"] == wanted
+
+    # Opened again: the fields hold the limits, each span in its unit. Only what changed is sent.
+    await edit.click()
+    await expect(page.locator("#l-rate-max")).to_have_value("5")
+    await expect(page.locator("#l-rate-per")).to_have_value("1")
+    await expect(page.locator("#l-rate-unit")).to_have_value("1000")
+    await expect(page.locator("#l-conc")).to_have_value("3")
+    await expect(page.locator("#l-keep-completed-count")).to_have_value("1000")
+    await expect(page.locator("#l-keep-failed-age")).to_have_value("7")
+    await expect(page.locator("#l-keep-failed-unit")).to_have_value(str(DAY_MS))
+    await page.fill("#l-rate-max", "")
+    await page.fill("#l-rate-per", "")
+    await page.select_option("#l-keep-completed-unit", "3600000")
+    await page.fill("#l-keep-completed-age", "1.5")  # hours
+    response = await save_limits(page)
+    assert response.request.post_data_json == {
+        "rateLimit": None,
+        "retention": {"completed": {"maxCount": 1000, "maxAgeMs": 5_400_000}, "failed": {"maxAgeMs": 7 * DAY_MS}},
+    }
+    await expect(dialog).to_be_hidden()
+    await expect(limits_of(page)).to_have_text("max 3 active · keeps 1,000 completed ≤ 90 min / 7 d failed")
+    assert (await listed_queue(client, "default"))["settings"]["rateLimit"] is None
+
+    # Changed elsewhere (curl): the `queue` event shows it at once, before any poll.
+    await patch_queue(client, "default", {"concurrency": None, "retention": None})
+    await expect(limits_of(page)).to_have_text("no limits", timeout=ADMIN_POLL_S * 500)
+
+    # Escape closes the dialog unsaved, and focus goes back to the button.
+    await edit.click()
+    await page.fill("#l-conc", "9")
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await expect(edit).to_be_focused()
+    await expect(limits_of(page)).to_have_text("no limits")
+    assert (await listed_queue(client, "default"))["settings"]["concurrency"] is None
+    watched.assert_clean()
+
+
+async def test_queue_limits_dialog_shows_the_server_message_next_to_its_field(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await create_job(client, name="Waits for a worker", type="noop")
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await queue_item(page).locator('button[data-qact="limits"]').click()
+    dialog = page.locator(LIMITS)
+
+    async def refused(field_id: str, error_id: str) -> None:
+        """Save; the 400's message shows in `error_id`, and `field_id` is marked and focused."""
+        response = await save_limits(page, status=400)
+        message = (await response.json())["error"]["message"]
+        await expect(page.locator(f"#{error_id}")).to_have_text(message)
+        await expect(page.locator(f"#{field_id}")).to_have_attribute("aria-invalid", "true")
+        await expect(page.locator(f"#{field_id}")).to_be_focused()
+        await expect(page.locator(f"{LIMITS} .lf-error:visible")).to_have_count(1)  # only there
+        await expect(dialog).to_be_visible()  # nothing lost: the user corrects and saves again
+
+    await page.fill("#l-conc", "0")
+    await refused("l-conc", "l-conc-error")
+    await expect(page.locator("#l-conc-error")).to_contain_text("concurrency")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-limits-error.png", animations="disabled")
+    # A rate with no window: the server names the rate limit as a whole; the empty field is marked.
+    await page.fill("#l-conc", "2")
+    await page.fill("#l-rate-max", "10")
+    await refused("l-rate-per", "l-rate-error")
+    # Half a millisecond: named rateLimit.perMs.
+    await page.select_option("#l-rate-unit", "1")
+    await page.fill("#l-rate-per", "0.5")
+    await refused("l-rate-per", "l-rate-error")
+    await expect(page.locator("#l-rate-error")).to_contain_text("rateLimit.perMs")
+    # A retention age of a fraction of a millisecond: next to that status's row.
+    await page.fill("#l-rate-per", "250")
+    await page.select_option("#l-keep-cancelled-unit", "1000")
+    await page.fill("#l-keep-cancelled-age", "0")
+    await refused("l-keep-cancelled-age", "l-keep-cancelled-error")
+    await expect(page.locator("#l-keep-cancelled-error")).to_contain_text("retention.cancelled.maxAgeMs")
+
+    await page.fill("#l-keep-cancelled-age", "")
+    response = await save_limits(page)
+    assert response.request.post_data_json == {"rateLimit": {"max": 10, "perMs": 250}, "concurrency": 2}
+    await expect(dialog).to_be_hidden()
+    await expect(limits_of(page)).to_have_text("≤ 10 per 250 ms · max 2 active")
+    await expect(page.locator("#toasts .toast")).to_have_count(0)  # the messages were in the dialog
+    # The browser itself logs the failed requests; anything else would be the page's fault.
+    watched.console_errors = [e for e in watched.console_errors if "status of 400" not in e]
+    watched.assert_clean()
+
+
+async def test_queue_panel_shows_when_its_limits_hold_jobs_back(
+    client: Any, start_worker: Any, watched: Watched
+) -> None:
+    page = watched.page
+    await patch_queue(client, "held", {"concurrency": 1})
+    await patch_queue(client, "throttled", {"rateLimit": {"max": 1, "perMs": 60_000}})
+    await start_worker(queues=("held", "throttled"))
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(limits_of(page, "held")).to_have_text("max 1 active")
+    await expect(limits_of(page, "throttled")).to_have_text("≤ 1 per 1 min")
+    await expect(held_chip(page, "held")).to_be_hidden()  # limits, but nothing waits
+
+    # Concurrency 1: the first job runs, the second waits though the worker has free slots.
+    first = await create_job(client, name="Crawl one", type="block", queue="held")
+    second = await create_job(client, name="Crawl two", type="block", queue="held")
+    await expect(row_of(page, first["id"]).locator(".badge")).to_have_text("active")
+    await expect(row_of(page, second["id"]).locator(".badge")).to_have_text("waiting")
+    chip = held_chip(page, "held")
+    await expect(chip).to_have_text("held back: concurrency")
+    await expect(chip).to_have_attribute("title", re.compile(r"concurrency limit \(1\)"))
+    assert (await listed_queue(client, "held"))["heldBack"] == {"by": "concurrency", "untilMs": None}
+
+    # One start a minute: the second job waits, and the chip counts down to when it may start.
+    await create_job(client, name="Ping one", type="noop", queue="throttled")
+    await create_job(client, name="Ping two", type="noop", queue="throttled")
+    countdown = held_chip(page, "throttled")
+    await expect(countdown).to_have_text(re.compile(r"^held back: rate limit · \d+ s$"))
+    shown = await countdown.text_content()
+    assert shown is not None and 30 <= int(re.findall(r"\d+", shown)[0]) <= 60, shown
+    await expect(countdown).not_to_have_text(shown)  # live: it ticks without a reload
+    assert int(re.findall(r"\d+", await countdown.text_content() or "")[0]) < int(re.findall(r"\d+", shown)[0])
+    assert (await listed_queue(client, "throttled"))["heldBack"]["by"] == "rateLimit"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.mouse.move(0, 0)
+    await page.screenshot(path=ARTIFACTS / "dashboard-held-back.png", animations="disabled")
+
+    # The concurrency limit lifted from the dashboard: the chip goes at once, and the second job starts.
+    await queue_item(page, "held").locator('button[data-qact="limits"]').click()
+    await page.fill("#l-conc", "")
+    response = await save_limits(page, "held")
+    assert response.request.post_data_json == {"concurrency": None}
+    await expect(chip).to_be_hidden()
+    await expect(row_of(page, second["id"]).locator(".badge")).to_have_text("active")
+    # The rate limit lifted elsewhere: its `queue` event takes the countdown away.
+    await patch_queue(client, "throttled", {"rateLimit": None})
+    await expect(countdown).to_be_hidden(timeout=ADMIN_POLL_S * 500)
+    for job in (first, second):  # quick worker stop
+        assert (await client.post(f"/api/jobs/{job['id']}/cancel", json={})).status == 200
+    watched.assert_clean()
+
+
+# Every control of the limits dialog that reaches past it or past the screen's edge.
+OUTSIDE_THE_DIALOG = """() => {
+  const dialog = document.querySelector('#limits-dialog').getBoundingClientRect();
+  return [...document.querySelectorAll('#limits-dialog :is(input, select, button, .badge, .lf-error, legend, h2)')]
+    .filter((node) => node.getClientRects().length)
+    .filter((node) => {
+      const r = node.getBoundingClientRect();
+      return r.left < Math.max(dialog.left, 0) - 0.5 || r.right > Math.min(dialog.right, innerWidth) + 0.5;
+    })
+    .map((node) => `${node.tagName.toLowerCase()}#${node.id} ${node.textContent.slice(0, 30)}`);
+}"""
+
+
+async def test_phone_queue_limits_and_their_dialog_fit(client: Any, start_worker: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    rule = {"maxCount": 1_000_000, "maxAgeMs": 30 * DAY_MS}
+    await patch_queue(
+        client,
+        LONG_QUEUE,
+        {
+            "rateLimit": {"max": 1, "perMs": 3_600_000},
+            "concurrency": 100_000,
+            "retention": {status: rule for status in ("completed", "failed", "cancelled")},
+        },
+    )
+    await start_worker(queues=(LONG_QUEUE,))
+    for i in range(2):  # the first starts; the rate limit holds the second back for an hour
+        await create_job(client, name=f"Hourly sync {i}", type="noop", queue=LONG_QUEUE)
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(held_chip(page, LONG_QUEUE)).to_have_text(re.compile(r"^held back: rate limit · \d+ min \d+ s$"))
+    await expect(limits_of(page, LONG_QUEUE)).to_contain_text("≤ 1 per 1 h · max 100,000 active · keeps 1,000,000")
+    await settled(page)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_ITS_CARD, PANEL_PARTS) == []
+    edit = queue_item(page, LONG_QUEUE).locator('button[data-qact="limits"]')
+    box = await edit.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
+
+    await edit.click()
+    dialog = page.locator(LIMITS)
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#limits-queue")).to_have_text(LONG_QUEUE)
+    await expect(page.locator("#l-keep-cancelled-count")).to_have_value("1000000")
+    await page.fill("#l-conc", "0")  # a server message in the dialog, too, stays within it
+    await save_limits(page, LONG_QUEUE, status=400)
+    await expect(page.locator("#l-conc-error")).to_be_visible()
+    await settled(page)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_THE_DIALOG) == []
+    assert await dialog.evaluate("d => d.scrollWidth <= d.clientWidth")
+    for control in ("#l-save", "#l-cancel", "#l-keep-cancelled-unit"):  # all in reach, by scrolling the dialog
+        await page.locator(control).scroll_into_view_if_needed()
+        await expect(page.locator(control)).to_be_in_viewport(ratio=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "dashboard-phone-limits.png", animations="disabled")
+    await page.locator("#l-cancel").click()
+    await expect(dialog).to_be_hidden()
+    watched.console_errors = [e for e in watched.console_errors if "status of 400" not in e]
+    watched.assert_clean()
+
+
+async def test_detail_view_shows_the_unique_key(client: Any, watched: Watched) -> None:
+    page = watched.page
+    key = "invoice:<b>2024-06</b>"  # text, never markup
+    keyed = await create_job(client, name="Monthly invoice", type="noop", uniqueKey=key)
+    assert keyed["uniqueKey"] == key
+    plain = await create_job(client, name="No key", type="noop")
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await row_of(page, keyed["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text("Monthly invoice")
+    await expect(detail_field(page, "Unique key")).to_have_text(key)
+    await expect(detail_field(page, "Unique key")).to_be_visible()
+    assert await page.evaluate("document.querySelectorAll('#d-fields b').length") == 0
+    await row_of(page, plain["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-name")).to_have_text("No key")
+    await expect(detail_field(page, "Queue")).to_have_text("default")
+    await expect(detail_field(page, "Unique key")).to_be_hidden()  # a job without one has no such field
     watched.assert_clean()
