@@ -48,6 +48,16 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(job.to_api(logs, events))
 
 
+async def list_children(request: web.Request) -> web.Response:
+    """A parent's children, in creation order, paginated like GET /api/jobs."""
+    job_id = v.check_job_id(request.match_info["id"])
+    limit, offset = v.parse_page_query(request.query)
+    store = request.app[STORE]
+    await store.get(job_id)  # 404 for a job that is not there
+    jobs, total = await store.children(job_id, limit, offset)
+    return web.json_response({"jobs": [j.to_api() for j in jobs], "total": total, "limit": limit, "offset": offset})
+
+
 async def delete_job(request: web.Request) -> web.Response:
     job_id = v.check_job_id(request.match_info["id"])
     await request.app[STORE].delete(job_id)
@@ -97,5 +107,6 @@ def add_routes(app: web.Application) -> None:
             web.post(JOB + "/cancel", cancel_job),
             web.post(JOB + "/retry", retry_job),
             web.post(JOB + "/promote", promote_job),
+            web.get(JOB + "/children", list_children),
         ]
     )

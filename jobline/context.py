@@ -92,6 +92,11 @@ class JobContext:
         _json_bytes(data, "the event's data", EVENT_DATA_MAX_BYTES)
         await self._update(self._worker.store.emit, name=name, data=data)
 
+    async def children_results(self) -> dict[str, Any]:
+        """A parent's children's results, {child id: result}, in creation order (a child that
+        failed, or was cancelled and the parent ran anyway, has None)."""
+        return await self._worker._retrying(self._worker.store.children_results, self.job.id)
+
     async def _update(self, call: Callable[..., Awaitable[bool]], **changes: Any) -> bool:
         # A Redis blip must not cost the job an attempt: ride it out (the change is fenced).
         if await self._worker._retrying(call, self.job, **changes):
@@ -131,12 +136,15 @@ class SyncJobContext:
     def emit(self, name: str, data: Any = None) -> None:
         self._call(self._inner.emit, name, data)
 
+    def children_results(self) -> dict[str, Any]:
+        return self._call(self._inner.children_results) or {}
+
     def abandon(self) -> None:
         """The worker no longer waits for this thread: whatever it does from now on is discarded."""
         self._abandoned.set()
 
-    def _call(self, method: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run `method(*args)` on the worker's loop and wait for it; nothing once abandoned."""
+    def _call(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run `method(*args)` on the worker's loop and wait for its result; None once abandoned."""
         if self._abandoned.is_set():
             return
         try:
@@ -159,7 +167,8 @@ class SyncJobContext:
                     future.cancel()
                     return
 
-    async def _unless_abandoned(self, method: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _unless_abandoned(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         # Checked again on the loop: the worker may have stopped waiting while the call was on its way.
         if not self._abandoned.is_set():
-            await method(*args)
+            return await method(*args)
+        return None

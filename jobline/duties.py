@@ -58,6 +58,11 @@ class Duties:
             log.warning("putting back %d job(s) of %s claimed but never started", len(ids), queue)
             await self.store.requeue(queue, self.id, "shutdown", ids=ids)
 
+    async def _deliver_flows(self) -> None:
+        """Ends of child jobs their parents have not counted yet (a crash between the two steps)."""
+        for queue in self.settings.queues:
+            await self.store.deliver_to_parents(queue)
+
     async def _sweep_retention(self) -> None:
         """Finished jobs past their queue's age limit go (a count limit applies as jobs finish)."""
         for queue in self.settings.queues:

@@ -66,6 +66,14 @@ class Keys:
         """A job's channel is this plus its id plus ':progress' (claims build it so in Lua)."""
         return f"{self.prefix}:job:"
 
+    def job_children(self, job_id: str) -> str:
+        """List of a parent's children's ids, in creation order (they may live in other slots)."""
+        return f"{self.job(job_id)}:children"
+
+    def job_children_done(self, job_id: str) -> str:
+        """Set of the children whose end the parent has counted (flow_step.lua applies each once)."""
+        return f"{self.job(job_id)}:children:done"
+
     def job_channel(self, job_id: str) -> str:
         """Pub/sub channels have no slot: a PUBLISH reaches subscribers on every node."""
         return f"{self.channel_prefix}{job_id}:progress"
@@ -131,6 +139,10 @@ class Keys:
         """Short-lived scratch key for combined listing filters, in the queue's slot."""
         return f"{self._queue(queue)}:tmp:{token}"
 
+    def outbox(self, queue: str) -> str:
+        """List of the ends of the queue's child jobs not yet counted by their parents (JSON)."""
+        return f"{self._queue(queue)}:outbox"
+
     def starts(self, queue: str) -> str:
         """Sorted set of the job starts inside the queue's rate-limit window (includes/limits.lua)."""
         return f"{self._queue(queue)}:starts"
@@ -163,7 +175,7 @@ class Keys:
     def queue_own_keys(self, queue: str) -> list[str]:
         """Every key that belongs to the queue alone (not its workers' processing lists, nor its
         type indexes, which go with their last job)."""
-        return [*self.queue_block(queue), self.queue_jobs(queue), self.starts(queue)]
+        return [*self.queue_block(queue), self.queue_jobs(queue), self.starts(queue), self.outbox(queue)]
 
     # -- workers: one slot for the registry -----------------------------------------------------
     @property

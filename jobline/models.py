@@ -17,6 +17,14 @@ class Status(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING_CHILDREN = "waiting-children"  # a parent whose children have not all finished
+
+
+class OnFailure(StrEnum):
+    """What a child's failure (or cancel, or removal) does to its parent."""
+
+    FAIL_PARENT = "fail-parent"
+    IGNORE = "ignore"
 
 
 class Priority(StrEnum):
@@ -67,6 +75,9 @@ class Job:
     failed_reason: str | None = None
     result: Any = None
     worker_id: str | None = None
+    parent_id: str | None = None
+    # A parent's children: {"total", "completed", "failed", "cancelled", "pending"}; None if it has none.
+    children: dict[str, Any] | None = None
     # While this job is unfinished (and for unique_for_ms after its creation), a create with the
     # same key in its queue returns this job instead of creating one.
     unique_key: str | None = None
@@ -77,6 +88,8 @@ class Job:
     recoveries: int = field(default=0, metadata={"api": False})  # times its worker was lost under it
     token: int = field(default=0, metadata={"api": False})  # lease fence: grows with every claim
     unique_for_ms: int | None = field(default=None, metadata={"api": False})
+    parent_queue: str | None = field(default=None, metadata={"api": False})
+    on_failure: str | None = field(default=None, metadata={"api": False})  # OnFailure; None: fail-parent
 
     def to_redis(self) -> dict[str, str]:
         """The hash fields; a None value is stored as an absent field."""
@@ -163,3 +176,8 @@ class NewJob:
     max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS
     unique_key: str | None = None
     unique_for_ms: int = 0
+    children: tuple[NewJob, ...] = ()
+    on_failure: OnFailure = OnFailure.FAIL_PARENT
+
+    def tree_size(self) -> int:
+        return 1 + sum(child.tree_size() for child in self.children)

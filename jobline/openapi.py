@@ -26,6 +26,12 @@ from .openapi_schemas import (
     SCHEMAS,
 )
 
+PAGE_PARAMS = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIMIT, "default": 50}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET, "default": 0}},
+]  # fmt: skip
+
+
 def _job_action(summary: str, conflict: bool = True) -> dict[str, Any]:
     return {
         "post": {
@@ -70,8 +76,7 @@ PATHS: dict[str, Any] = {
                 {"name": "status", "in": "query", "schema": STATUS_FILTER},
                 {"name": "type", "in": "query", "schema": NAME_FILTER},
                 {"name": "queue", "in": "query", "schema": NAME_FILTER},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIMIT, "default": 50}},
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET, "default": 0}},
+                *PAGE_PARAMS,
             ],  # fmt: skip
             "responses": {"200": json_response(ref("JobList"), "A page of jobs."), **error_responses(400)},
         },
@@ -97,7 +102,14 @@ PATHS: dict[str, Any] = {
             "responses": {"200": json_response(ref("Job"), "The job."), **error_responses(400, 404, 409, 415)},
         },
     },
-    "/api/jobs/{id}/cancel": _job_action("Cancel a waiting, delayed or active job"),
+    "/api/jobs/{id}/children": {
+        "get": {
+            "summary": "A parent's children, in creation order",
+            "parameters": [ID_PARAM, *PAGE_PARAMS],
+            "responses": {"200": json_response(ref("JobList"), "A page of its children."), **error_responses(400, 404)},
+        },
+    },
+    "/api/jobs/{id}/cancel": _job_action("Cancel a waiting, delayed, active or waiting-children job (and its descendants)"),
     "/api/jobs/{id}/retry": _job_action("Retry a failed or cancelled job"),
     "/api/jobs/{id}/promote": _job_action("Run a delayed job now"),
     "/api/jobs/batch": {

@@ -69,6 +69,18 @@ STATUS_FILTER = {
     "description": "Comma-separated statuses; empty: every status.",
 }
 
+FLOW_FIELDS = {
+    "children": {
+        "type": "array", "maxItems": v.MAX_FLOW_JOBS, "items": ref("ChildJob"),
+        "description": f"Jobs this one waits for (a flow: at most {v.MAX_FLOW_JOBS} jobs and "
+        f"{v.MAX_FLOW_DEPTH} levels, created all at once); they may be on other queues.",
+    },
+    "onFailure": {
+        "type": "string", "enum": ["fail-parent", "ignore"], "default": "fail-parent",
+        "description": "For a child: whether its failure (or cancel, or removal) fails its parent at once.",
+    },
+}  # fmt: skip
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -117,6 +129,15 @@ SCHEMAS: dict[str, Any] = {
             "failedReason": NULL_STR,
             "result": {"nullable": True},
             "workerId": NULL_STR,
+            "parentId": NULL_STR,
+            "children": {
+                "type": "object", "nullable": True,
+                "description": "A parent's children: how many, and how they ended.",
+                "properties": {
+                    name: {"type": "integer", "minimum": 0}
+                    for name in ("total", "completed", "failed", "cancelled", "pending")
+                },
+            },  # fmt: skip
             "uniqueKey": NULL_STR,
             "rev": {"type": "integer", "minimum": 1},
             "logs": {"type": "array", "items": {"type": "string"}, "description": "Only in the single-job view."},
@@ -170,7 +191,15 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Keeps the uniqueKey taken this long after creation, even once the job "
                 "finished (throttling). No effect without a uniqueKey.",
             },
+            **FLOW_FIELDS,
         },
+    },
+    "ChildJob": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "description": "A create body inside a flow (a flow's uniqueKey is its root's).",
+        "properties": {},  # filled in below: NewJob's, without uniqueKey and uniqueForMs
     },
     "JobList": {
         "type": "object",
@@ -250,4 +279,8 @@ SCHEMAS: dict[str, Any] = {
             "lastSeen": {"type": "integer"}, "processed": {"type": "integer"}, "failed": {"type": "integer"},
         },  # fmt: skip
     },
+}
+
+SCHEMAS["ChildJob"]["properties"] = {
+    name: schema for name, schema in SCHEMAS["NewJob"]["properties"].items() if name not in ("uniqueKey", "uniqueForMs")
 }

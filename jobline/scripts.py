@@ -55,7 +55,7 @@ def _lua_table(items: Iterable[str]) -> str:
 CONSTANTS: dict[str, str] = {
     "API_FIELDS": _lua_table(f"'{name}'" for name in API_FIELDS),
     "RAW_API_FIELDS": _lua_table(f"{name} = true" for name in RAW_API_FIELDS),
-    "STATUS_SLOT": _lua_table(f"{status} = {i}" for i, status in enumerate(STATUSES)),
+    "STATUS_SLOT": _lua_table(f"['{status}'] = {i}" for i, status in enumerate(STATUSES)),
     "DURATION_BUCKETS": _lua_table(repr(b) for b in DURATION_BUCKETS),
     "EVENTS_CAP": str(EVENTS_CAP),
     "EVENTS_MAX_BYTES": str(EVENTS_MAX_BYTES),
@@ -131,6 +131,8 @@ DELETE = load("delete")
 SET_PAUSED = load("set_paused")
 DELETE_QUEUE = load("delete_queue")
 SET_SETTINGS = load("set_settings")
+FLOW_STEP = load("flow_step")
+FLOW_RETRY = load("flow_retry")
 RETENTION = load("retention")
 IDEMPOTENCY_FINISH = load("idempotency_finish")
 HEARTBEAT = load("heartbeat")

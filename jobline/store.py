@@ -23,6 +23,7 @@ from redis.commands.core import AsyncScript
 
 from . import scripts
 from .keys import Keys, new_job_id
+from .store_flows import FlowSide
 from .store_worker import WorkerSide, pairs
 from .models import Job, NewJob, Priority, Status
 
@@ -42,6 +43,22 @@ class JobStateConflict(Exception):
         self.status = status
 
 
+# A job to create: the job, its delay, its children's ids.
+Node = tuple[Job, int, list[str]]
+
+
+def _flatten(new: NewJob, parent: Job | None = None) -> list[Node]:
+    """A create request's tree, parents before their children, each child knowing its parent."""
+    job = _new_job(new)
+    if parent is not None:
+        job.parent_id, job.parent_queue, job.on_failure = parent.id, parent.queue, new.on_failure.value
+    below = [_flatten(child, job) for child in new.children]
+    if below:
+        total = len(below)
+        job.children = {"total": total, "completed": 0, "failed": 0, "cancelled": 0, "pending": total}
+    return [(job, new.delay_ms, [tree[0][0].id for tree in below]), *(node for tree in below for node in tree)]
+
+
 def _new_job(new: NewJob) -> Job:
     return Job(
         id=new_job_id(new.queue), name=new.name, type=new.type, queue=new.queue, data=new.data,
@@ -51,7 +68,7 @@ def _new_job(new: NewJob) -> Job:
     )  # fmt: skip
 
 
-class JobStore(WorkerSide):
+class JobStore(WorkerSide, FlowSide):
     """Every read and write of jobs: creating, reading, listing and the API's actions here, the
     worker's claims, acks and recoveries in WorkerSide (store_worker.py)."""
 
@@ -61,6 +78,8 @@ class JobStore(WorkerSide):
         self.cluster = isinstance(client, RedisCluster)
         register = client.register_script
         self._enqueue = register(scripts.ENQUEUE)
+        self._flow_step = register(scripts.FLOW_STEP)
+        self._flow_retry = register(scripts.FLOW_RETRY)
         self._page = register(scripts.PAGE)
         self._claim = register(scripts.CLAIM)
         self._update = register(scripts.UPDATE)
@@ -92,33 +111,55 @@ class JobStore(WorkerSide):
 
         Returns (the job, True) for each job created, and (the job holding its uniqueKey, False)
         where such a job stood in."""
+        trees = [_flatten(new) for new in news]
+        outcome: dict[str, tuple[Job, bool]] = {}
+        # A flow whose root has a uniqueKey: the root first, alone; its children only if it was
+        # created (if not, its holder stands in, and nothing of the flow is created).
+        for tree in trees:
+            root = tree[0][0]
+            if root.unique_key and len(tree) > 1:
+                outcome.update(await self._create_nodes(tree[:1]))
+                if outcome[root.id][1]:
+                    try:
+                        outcome.update(await self._create_nodes(tree[1:]))
+                    except BaseException:
+                        await self.apply("delete", [root.id])
+                        raise
+        rest = [node for tree in trees if not (tree[0][0].unique_key and len(tree) > 1) for node in tree]
+        if rest:
+            outcome.update(await self._create_nodes(rest))
+        return [outcome[tree[0][0].id] for tree in trees]
+
+    async def _create_nodes(self, nodes: list[Node]) -> dict[str, tuple[Job, bool]]:
         k = self.keys
-        jobs = [(_new_job(new), new.delay_ms) for new in news]
-        by_queue: dict[str, list[tuple[Job, int]]] = {}
-        for job, delay in jobs:
-            by_queue.setdefault(job.queue, []).append((job, delay))
+        by_queue: dict[str, list[Node]] = {}
+        for node in nodes:
+            by_queue.setdefault(node[0].queue, []).append(node)
         # One clock reading (µs) for a batch across queues, so that it lists in its own order.
         base: int | str = ""
         if len(by_queue) > 1:
             seconds, micros = await self.redis.time()
             base = seconds * 1_000_000 + micros
-        place = {job.id: i for i, (job, _) in enumerate(jobs)}
+        place = {node[0].id: i for i, node in enumerate(nodes)}
         calls: list[Call] = []
         for queue, members in by_queue.items():
             keys, args = [*k.queue_block(queue), k.queue_jobs(queue)], [base]
-            for job, delay in members:
+            for job, delay, child_ids in members:
                 fields = [item for pair in job.to_redis().items() for item in pair]
                 keys += [k.job(job.id), k.type_index(queue, job.type)]
-                args += [job.id, k.job_channel(job.id), delay, place[job.id], len(fields) // 2, *fields]
+                args += [
+                    job.id, k.job_channel(job.id), delay, place[job.id], len(fields) // 2, *fields,
+                    len(child_ids), *child_ids,
+                ]  # fmt: skip
             calls.append((self._enqueue, keys, args))
         replies = await self._run_each(calls)
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if failed:
             created = [  # not the holders of uniqueKeys that stood in: they were there before
-                job.id
+                node[0].id
                 for reply, members in zip(replies, by_queue.values())
                 if not isinstance(reply, Exception)
-                for (job, _), made in zip(members, reply[1])
+                for node, made in zip(members, reply[1])
                 if made == 1
             ]
             for start in range(0, len(created), 500):
@@ -129,11 +170,11 @@ class JobStore(WorkerSide):
         for (queue, members), (new_queue, created, *flats) in zip(by_queue.items(), replies):
             if new_queue:
                 new_queues.append(queue)
-            for (asked, _), made, flat in zip(members, created, flats):
-                outcome[asked.id] = (Job.from_redis(pairs(flat)), made == 1)
+            for node, made, flat in zip(members, created, flats):
+                outcome[node[0].id] = (Job.from_redis(pairs(flat)), made == 1)
         if new_queues:  # the registry is global: kept out of the scripts, written once per queue
             await self.redis.sadd(k.queues, *new_queues)
-        return [outcome[job.id] for job, _ in jobs]
+        return outcome
 
     async def _run_each(self, calls: list[Call]) -> list[Any]:
         """Each call's reply, or the exception it failed with."""
@@ -255,23 +296,36 @@ class JobStore(WorkerSide):
     async def apply(
         self, action: str, ids: list[str], extra: tuple[Any, ...] = (), only_status: str = ""
     ) -> dict[str, list[Any]]:
-        """Run `action` (cancel, retry, promote, priority, delete) on jobs; id -> script reply."""
-        k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(k.job(job_id), ["queue", "type", "workerId"])
-            targets = await pipe.execute()
-        present = [(i, t) for i, t in zip(ids, targets) if t[0] is not None]
-        if not present:
-            return {}
+        """Run `action` (cancel, retry, promote, priority, delete) on jobs; id -> script reply.
+        Cancel and delete reach every descendant of a parent too (the parent first: it is cancelled,
+        not failed by its children's end); retrying a parent retries its failed children."""
+        targets = await self._targets(ids)
+        parents = [job_id for job_id, t in zip(ids, targets) if t[0] is not None and t[4] is not None]
+        if action in ("cancel", "delete") and parents:
+            asked = set(ids)
+            below = [i for i in await self.descendants(parents) if i not in asked]
+            ids, targets = [*ids, *below], [*targets, *await self._targets(below)]
+        replies: dict[str, list[Any]] = {}
+        if action == "retry" and parents:
+            replies.update(await self.retry_parents(parents))
+        present = [(i, t) for i, t in zip(ids, targets) if t[0] is not None and i not in replies]
         calls: list[Call] = []
-        for job_id, (queue, job_type, worker_id) in present:
+        for job_id, (queue, job_type, worker_id, _, _) in present:
             script, keys, args = self._action_call(action, job_id, queue, job_type, worker_id or "")
             if action == "delete":
                 args.append(only_status)
             calls.append((script, keys, [*args, *extra]))
-        replies = await self.run_scripts(calls)
-        return {job_id: reply for (job_id, _), reply in zip(present, replies)}
+        replies.update({job_id: reply for (job_id, _), reply in zip(present, await self.run_scripts(calls))})
+        for queue in {t[0] for _, t in present if t[3] is not None}:  # children ended: tell their parents
+            await self.deliver_to_parents(queue)
+        return replies
+
+    async def _targets(self, ids: list[str]) -> list[list[str | None]]:
+        """Per job: queue, type, workerId, parentId, children (None where absent)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), ["queue", "type", "workerId", "parentId", "children"])
+            return await pipe.execute()
 
     def _action_call(
         self, action: str, job_id: str, queue: str, job_type: str, worker_id: str

@@ -8,7 +8,10 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from .errors import ApiError
-from .models import DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, NewJob, Priority, Status
+from .models import (
+    DEFAULT_BACKOFF_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF_MS, DEFAULT_QUEUE, DEFAULT_TYPE, NewJob, OnFailure, Priority,
+    Status,
+)  # fmt: skip
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Queue and type names: they become part of keys and paths. "." and ".." are refused: browsers
@@ -34,9 +37,12 @@ STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
     {
         "name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs",
-        "timeoutMs", "uniqueKey", "uniqueForMs",
+        "timeoutMs", "uniqueKey", "uniqueForMs", "children", "onFailure",
     }
 )  # fmt: skip
+CHILD_FIELDS = CREATE_FIELDS - {"uniqueKey", "uniqueForMs"}  # a flow's uniqueKey is its root's
+MAX_FLOW_JOBS = 1000
+MAX_FLOW_DEPTH = 10
 MAX_UNIQUE_KEY_CHARS = 200
 MAX_UNIQUE_FOR_MS = 365 * 24 * 3600 * 1000
 
@@ -69,7 +75,26 @@ def _name(body: dict[str, Any], field: str, default: str) -> str:
 
 
 def parse_new_job(body: Any) -> NewJob:
-    body = _object(body, CREATE_FIELDS)
+    """A create body, with its tree of `children` if any (each a create body, of any queue): at
+    most MAX_FLOW_JOBS jobs and MAX_FLOW_DEPTH levels. An invalid child is a 400 naming its path
+    (children[2].name)."""
+    job = _parse_job(body, CREATE_FIELDS, 1)
+    if job.tree_size() > MAX_FLOW_JOBS:
+        raise invalid("children", f"a flow has at most {MAX_FLOW_JOBS} jobs")
+    return job
+
+
+def _parse_child(body: Any, path: str, depth: int) -> NewJob:
+    try:
+        return _parse_job(body, CHILD_FIELDS, depth)
+    except ApiError as error:
+        field = f"{path}.{error.field}" if error.field else path
+        message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+        raise invalid(field, message) from None
+
+
+def _parse_job(body: Any, fields: AbstractSet[str], depth: int) -> NewJob:
+    body = _object(body, fields)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise invalid("name", "is required and must be a non-empty string")
@@ -105,7 +130,26 @@ def parse_new_job(body: Any) -> NewJob:
         timeout_ms=_int(body, "timeoutMs", None, 1, MAX_TIMEOUT_MS, nullable=True),  # null: no timeout
         unique_key=unique_key,
         unique_for_ms=unique_for_ms,
+        children=_children(body.get("children", []), depth),
+        on_failure=_on_failure(body.get("onFailure", OnFailure.FAIL_PARENT.value)),
     )
+
+
+def _children(items: Any, depth: int) -> tuple[NewJob, ...]:
+    if not isinstance(items, list):
+        raise invalid("children", "must be a list of job bodies")
+    if len(items) >= MAX_FLOW_JOBS:  # with their parent, over the limit
+        raise invalid("children", f"a flow has at most {MAX_FLOW_JOBS} jobs")
+    if items and depth >= MAX_FLOW_DEPTH:
+        raise invalid("children", f"a flow has at most {MAX_FLOW_DEPTH} levels")
+    return tuple(_parse_child(item, f"children[{i}]", depth + 1) for i, item in enumerate(items))
+
+
+def _on_failure(value: Any) -> OnFailure:
+    try:
+        return OnFailure(value)
+    except ValueError:
+        raise invalid("onFailure", '"fail-parent" (the default) or "ignore"') from None
 
 
 def _text(value: str, field: str, max_chars: int) -> None:
@@ -200,6 +244,11 @@ def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, 
     limit = _query_int(query, "limit", 50, 1, MAX_LIMIT)
     offset = _query_int(query, "offset", 0, 0, MAX_OFFSET)
     return list(dict.fromkeys(statuses)), names["queue"], names["type"], limit, offset
+
+
+def parse_page_query(query: Any) -> tuple[int, int]:
+    """?limit=&offset= -> (limit, offset), as GET /api/jobs takes them."""
+    return _query_int(query, "limit", 50, 1, MAX_LIMIT), _query_int(query, "offset", 0, 0, MAX_OFFSET)
 
 
 

@@ -116,6 +116,7 @@ class Worker(Duties):
             asyncio.create_task(self._every(s.lease_ms / 5000, self._check_leases)),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
             asyncio.create_task(self._every(RETENTION_SWEEP_S, self._sweep_retention)),
+            asyncio.create_task(self._every(RETENTION_SWEEP_S, self._deliver_flows)),
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
         ]
@@ -315,6 +316,8 @@ class Worker(Duties):
             self.processed += 1
         elif outcome:
             self.failed += 1
+        if job.parent_id and outcome in (True, "failed"):  # its parent counts it now (else the sweep does, within a second)
+            await self._retrying(self.store.deliver_to_parents, job.queue)
         return claimed[0] if claimed else None
 
     async def _call(self, handler: Handler, job: Job) -> Any:

@@ -146,3 +146,11 @@ async def rate_limited_once(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 
 TASKS["rate_limited_once"] = rate_limited_once
+
+
+async def collect(ctx: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """A parent: its children's results."""
+    return {"children": await ctx.children_results()}
+
+
+TASKS["collect"] = collect

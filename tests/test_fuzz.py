@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 
 from jobline import openapi
 from tests.conftest import ROOT, RedisProcess, free_port
-from jobline.validation import ID_RE
+from jobline.validation import ID_RE, MAX_FLOW_DEPTH, MAX_FLOW_JOBS
 
 MAX_EXAMPLES = 30
 REQUEST_TIMEOUT_S = 10
@@ -167,7 +167,25 @@ def run_case(case: Any, server: ServerProcess, http: requests.Session, checks: l
         # API rightly answers 422 (idempotency_mismatch), a rule about history, not about one request.
         case.headers["Idempotency-Key"] = f"{key[:240]}-{next(CASES)}"
     response = case.call(base_url=server.url, session=http, timeout=REQUEST_TIMEOUT_S)
+    if _oversized_flow(case.body):
+        # A flow's size and depth limits (1,000 jobs, 10 levels) are written in words: no JSON
+        # schema can count a tree. Such a body must be refused (400: that, or another error it has).
+        assert response.status_code == 400 and '"validation_error"' in response.text, response.text
+        return
     case.validate_response(response, checks=checks)
+
+
+def _oversized_flow(body: Any) -> bool:
+    trees = body.get("jobs") if isinstance(body, dict) and isinstance(body.get("jobs"), list) else [body]
+
+    def size_depth(job: Any) -> tuple[int, int]:
+        kids = job.get("children") if isinstance(job, dict) else None
+        if not isinstance(kids, list) or not kids:
+            return 1, 1
+        below = [size_depth(kid) for kid in kids]
+        return 1 + sum(n for n, _ in below), 1 + max(d for _, d in below)
+
+    return any(n > MAX_FLOW_JOBS or d > MAX_FLOW_DEPTH for n, d in map(size_depth, trees))
 
 
 @schema.parametrize()

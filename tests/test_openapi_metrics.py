@@ -16,7 +16,7 @@ from jobline import server
 from tests.conftest import create_job
 from tests.conftest import wait_for_status as wait_status
 
-STATUSES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+STATUSES = ("waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 HOUR_MS = 3_600_000
 
@@ -234,8 +234,12 @@ async def test_metrics_declare_each_family_once(client: Any) -> None:
 async def test_job_gauges_match_the_queue_counts(client: Any, start_worker: Any) -> None:
     await make_activity(client, start_worker)
     counts = await queue_counts(client)
-    assert counts["alpha"] == {"waiting": 1, "delayed": 1, "active": 1, "completed": 3, "failed": 1, "cancelled": 0}
-    assert counts["beta"] == {"waiting": 0, "delayed": 0, "active": 1, "completed": 1, "failed": 2, "cancelled": 1}
+    assert counts["alpha"] == {
+        "waiting": 1, "delayed": 1, "active": 1, "completed": 3, "failed": 1, "cancelled": 0, "waiting-children": 0,
+    }  # fmt: skip
+    assert counts["beta"] == {
+        "waiting": 0, "delayed": 0, "active": 1, "completed": 1, "failed": 2, "cancelled": 1, "waiting-children": 0,
+    }  # fmt: skip
     family = (await metrics(client))["jobline_jobs"]
     assert family.type == "gauge"
     expected = {

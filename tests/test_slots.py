@@ -88,7 +88,12 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
         await create_job(client, name="echo", type="echo", data={"x": 1}),
         await create_job(client, name="fails", type="fail", maxAttempts=2, backoffMs=1),
     ]
+    flow = await create_job(client, name="flow", type="collect", children=[
+        {"name": "kid", "type": "fail", "maxAttempts": 1, "queue": "other"}, {"name": "kid 2", "type": "echo"},
+    ])  # fmt: skip
     await wait_all(client, [job["id"] for job in ran], "completed", "failed")
+    await wait_for_status(client, flow["id"], "failed")
+    assert (await client.post(f"/api/jobs/{flow['id']}/retry")).status == 200  # with its failed child
     blocked = await create_job(client, name="block", type="block", queue="slow")
     await wait_for_status(client, blocked["id"], "active")
     worker.request_stop()  # puts the blocked job back (REQUEUE)

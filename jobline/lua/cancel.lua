@@ -7,11 +7,12 @@ local id, channel, control_channel, worker_id = ARGV[1], ARGV[2], ARGV[3], ARGV[
 local h = load_job(key)
 if not h then return {'missing'} end
 local status = h.status
-if status ~= 'waiting' and status ~= 'delayed' and status ~= 'active' then return {'conflict', status} end
+if not UNFINISHED[status] then return {'conflict', status} end
 if not withdraw(id, status, h.workerId, worker_id, processing, control_channel) then return {'moved'} end
 index_status(id, h.seq, status, 'cancelled')
 local now = now_ms()
 local saved = save(key, h, {status = 'cancelled', finishedAt = now, action = false, runAt = false}, channel)
 release_unique(h, now, false)
+notify_parent(h, 'cancelled')
 retain_count('cancelled')
 return {'ok', saved}

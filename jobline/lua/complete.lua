@@ -16,5 +16,6 @@ index_status(id, h.seq, 'active', 'completed')
 save(key, h, {status = 'completed', finishedAt = now, progress = 100, result = ARGV[5], action = false}, channel)
 count_finished(h, 'completed', now)
 release_unique(h, now, false)
+notify_parent(h, 'completed')
 retain_count('completed')
 return {1, claim_next()}

@@ -8,7 +8,7 @@
 local key, logs, queue_jobs = KEYS[BLOCK + 1], KEYS[BLOCK + 2], KEYS[BLOCK + 3]
 local type_jobs, processing, custom = KEYS[BLOCK + 4], KEYS[BLOCK + 5], KEYS[BLOCK + 6]
 local id, channel, control_channel, worker_id, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local f = redis.call('HMGET', key, 'status', 'workerId', 'queue', 'uniqueKey')
+local f = redis.call('HMGET', key, 'status', 'workerId', 'queue', 'uniqueKey', 'parentId', 'parentQueue', 'onFailure')
 local status = f[1]
 if not status then return {'missing'} end
 if expected ~= '' and status ~= expected then return {'conflict', status} end
@@ -16,7 +16,10 @@ if not withdraw(id, status, f[2], worker_id, processing, control_channel) then r
 index_status(id, nil, status, nil)
 redis.call('ZREM', queue_jobs, id)
 redis.call('ZREM', type_jobs, id)
-redis.call('DEL', key, logs, custom)
+redis.call('DEL', key, logs, custom, key .. ':children', key .. ':children:done')
 release_unique({id = id, uniqueKey = f[4]}, 0, true)
+if UNFINISHED[status] then  -- a child removed before it finished counts as cancelled for its parent
+  notify_parent({id = id, parentId = f[5], parentQueue = f[6], onFailure = f[7]}, 'cancelled', 'was deleted')
+end
 emit(channel, 'job-removed', cjson.encode({id = id}), f[3])
 return {'ok'}

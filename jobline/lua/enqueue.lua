@@ -1,7 +1,9 @@
 -- KEYS[1..B] queue block, KEYS[B+1] queue jobs index,
 -- then per job i: KEYS[B+2i] its hash, KEYS[B+1+2i] its type's index
 -- ARGV[1] the batch's clock reading (µs) when it spans queues, else '' (now), then per job: id,
--- job channel, delay ms, its place in the batch, n, then n field/value pairs
+-- job channel, delay ms, its place in the batch, n, then n field/value pairs, m, then the ids of
+-- its m children (a parent waits for them: `waiting-children`; they are created in the same
+-- batch, maybe on other queues)
 -- Creates every job or none (an id taken fails the call before any write). The queue's keys come
 -- once per call, however many jobs: a batch costs one call per queue. A job's seq is its batch's
 -- Redis time in µs plus its place (and more than the queue's last), so that listings merged across
@@ -29,6 +31,8 @@ for i = 1, count do
   local job = {}
   for j = a + 5, a + 4 + 2 * n, 2 do job[ARGV[j]] = ARGV[j + 1] end
   a = a + 5 + 2 * n
+  local child_ids = {unpack(ARGV, a + 1, a + tonumber(ARGV[a]))}
+  a = a + 1 + #child_ids
   local holder = job.uniqueKey and unique_holder(job.uniqueKey, now)
   if holder then
     out[2][i] = 0
@@ -41,7 +45,10 @@ for i = 1, count do
     job.seq, job.createdAt, job.token = seq, now, 0
     redis.call('ZADD', queue_jobs, seq, id)
     redis.call('ZADD', type_jobs, seq, id)
-    if delay > 0 then
+    if #child_ids > 0 then
+      job.status = 'waiting-children'
+      redis.call('RPUSH', key .. ':children', unpack(child_ids))
+    elseif delay > 0 then
       job.status, job.runAt = 'delayed', now + delay
       redis.call('ZADD', DELAYED, now + delay, id)
     else

@@ -42,6 +42,7 @@ save(key, h, changes, channel)
 if changes.status == 'failed' then
   count_finished(h, 'failed', now)
   release_unique(h, now, false)
+  notify_parent(h, 'failed', reason)
   retain_count('failed')
 end
 return {changes.status, claim_next()}

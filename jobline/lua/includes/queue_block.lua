@@ -115,6 +115,20 @@ local function withdraw(id, status, owner, expected_owner, processing, control_c
   return true
 end
 
+-- Flows: a child that finishes (or is cancelled or removed unfinished) tells its parent through the
+-- queue's outbox, in the same step: the parent may live on another shard, so its update is a second
+-- step (flow_step.lua, run by whoever finished the child, and by every worker's sweep), which
+-- applies each child once. An entry stays in the outbox until its parent has it: nothing is lost
+-- to a crash between the two steps.
+local OUTBOX = QUEUE_STEM .. 'outbox'
+
+local function notify_parent(h, outcome, reason)
+  if not h.parentId then return end
+  redis.call('RPUSH', OUTBOX, cjson.encode({
+    p = h.parentId, q = h.parentQueue, c = h.id, o = outcome, r = reason or '', f = h.onFailure or 'fail-parent',
+  }))
+end
+
 --@include retention
 --@include limits
 
@@ -225,6 +239,7 @@ local function put_back(id, key, h, channel, stalled, max_recoveries)
   if now then
     count_finished(h, 'failed', now)
     release_unique(h, now, false)
+    notify_parent(h, 'failed', changes.failedReason)
     retain_count('failed')
   end
 end

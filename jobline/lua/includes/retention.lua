@@ -11,7 +11,7 @@ local function forget(id)
   redis.call('ZREM', STATUS_INDEX[f[1]], id)
   redis.call('ZREM', QUEUE_STEM .. 'jobs', id)
   redis.call('ZREM', QUEUE_STEM .. 'type:' .. f[2], id)
-  redis.call('DEL', key, key .. ':logs', key .. ':events')
+  redis.call('DEL', key, key .. ':logs', key .. ':events', key .. ':children', key .. ':children:done')
   release_unique({id = id, uniqueKey = f[3]}, 0, true)
   emit(CHANNEL_PREFIX .. id .. ':progress', 'job-removed', cjson.encode({id = id}), f[4])
 end
