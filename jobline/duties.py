@@ -11,12 +11,14 @@ from .connections import UNAVAILABLE, Subscribers
 from .keys import Keys
 from .liveness import Registry
 from .queue_settings import SettingsStore
+from .schedules import ScheduleStore
 from .store import JobStore
 
 log = logging.getLogger("jobline.worker")
 
 REDIS_ERRORS = (*UNAVAILABLE, OSError)
 RETENTION_SWEEP_S = 1.0
+SCHEDULE_CHECK_S = 0.2  # a due time is served within this (plus the job's pickup)
 
 
 class Duties:
@@ -27,6 +29,7 @@ class Duties:
     store: JobStore
     registry: Registry
     queue_settings: SettingsStore
+    schedules: ScheduleStore
     running: dict[str, Any]
     _unrun: set[tuple[str, str]]
     _closed: asyncio.Event
@@ -62,6 +65,10 @@ class Duties:
         """Ends of child jobs their parents have not counted yet (a crash between the two steps)."""
         for queue in self.settings.queues:
             await self.store.deliver_to_parents(queue)
+
+    async def _fire_schedules(self) -> None:
+        """Any worker creates the jobs of due schedules (one per due time: schedules.py)."""
+        await self.schedules.fire_due()
 
     async def _sweep_retention(self) -> None:
         """Finished jobs past their queue's age limit go (a count limit applies as jobs finish)."""

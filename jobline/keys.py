@@ -177,6 +177,25 @@ class Keys:
         type indexes, which go with their last job)."""
         return [*self.queue_block(queue), self.queue_jobs(queue), self.starts(queue), self.outbox(queue)]
 
+    # -- schedules: one slot for all of them ------------------------------------------------------
+    @property
+    def schedules(self) -> str:
+        """Sorted set of the ids of the running (not paused) schedules by their next run (epoch ms)."""
+        return f"{self.prefix}:{{schedules}}:due"
+
+    @property
+    def schedule_ids(self) -> str:
+        """Set of every schedule's id."""
+        return f"{self.prefix}:{{schedules}}:ids"
+
+    def schedule(self, schedule_id: str) -> str:
+        """Hash: the definition (JSON), nextRunAt, lastRunAt, lastJobId, paused."""
+        return f"{self.prefix}:{{schedules}}:s:{schedule_id}"
+
+    def schedule_firing(self, schedule_id: str, due_ms: int) -> str:
+        """Held by the worker creating a schedule's job for one due time (SET NX PX)."""
+        return f"{self.prefix}:{{schedules}}:firing:{schedule_id}:{due_ms}"
+
     # -- workers: one slot for the registry -----------------------------------------------------
     @property
     def workers(self) -> str:

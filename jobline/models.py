@@ -78,6 +78,7 @@ class Job:
     parent_id: str | None = None
     # A parent's children: {"total", "completed", "failed", "cancelled", "pending"}; None if it has none.
     children: dict[str, Any] | None = None
+    schedule_id: str | None = None  # the schedule that created it
     # While this job is unfinished (and for unique_for_ms after its creation), a create with the
     # same key in its queue returns this job instead of creating one.
     unique_key: str | None = None
@@ -178,6 +179,8 @@ class NewJob:
     unique_for_ms: int = 0
     children: tuple[NewJob, ...] = ()
     on_failure: OnFailure = OnFailure.FAIL_PARENT
+    job_id: str | None = None  # given (a schedule's job for one due time), else a fresh one
+    schedule_id: str | None = None
 
     def tree_size(self) -> int:
         return 1 + sum(child.tree_size() for child in self.children)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import validation as v
 from .models import STATUSES
+from .schedules import SCHEDULE_ID_RE
 from .openapi_schemas import (
     ref,
     json_response,
@@ -30,6 +31,20 @@ PAGE_PARAMS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": v.MAX_LIMIT, "default": 50}},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET, "default": 0}},
 ]  # fmt: skip
+
+
+SCHEDULE_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": SCHEDULE_ID_RE.pattern}}
+
+
+def _schedule_action(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [SCHEDULE_PARAM],
+            "requestBody": EMPTY_BODY,
+            "responses": {"200": json_response(ref("Schedule"), "The schedule."), **error_responses(404)},
+        }
+    }
 
 
 def _job_action(summary: str, conflict: bool = True) -> dict[str, Any]:
@@ -162,6 +177,54 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {"200": {"description": "An endless event stream.", "content": {"text/event-stream": {}}}},
         }
+    },
+    "/api/schedules": {
+        "post": {
+            "summary": "Create a schedule: a job on a cron timetable (in a time zone) or every N ms",
+            "parameters": [IDEMPOTENCY_PARAM],
+            "requestBody": request_body(ref("NewSchedule")),
+            "responses": {
+                "201": {**json_response(ref("Schedule"), "The schedule; Location names it."), "headers": REPLAYED},
+                **error_responses(400, 409, 413, 415, 422),
+            },
+        },
+        "get": {
+            "summary": "Every schedule",
+            "responses": {
+                "200": json_response(
+                    {"type": "object", "properties": {"schedules": {"type": "array", "items": ref("Schedule")}}},
+                    "The schedules, by id.",
+                ),
+            },
+        },
+    },
+    "/api/schedules/{id}": {
+        "get": {
+            "summary": "One schedule",
+            "parameters": [SCHEDULE_PARAM],
+            "responses": {"200": json_response(ref("Schedule"), "The schedule."), **error_responses(404)},
+        },
+        "patch": {
+            "summary": "Change a schedule's cron, everyMs, timezone, job or paused (its timetable restarts from now)",
+            "parameters": [SCHEDULE_PARAM],
+            "requestBody": request_body(ref("ScheduleChange")),
+            "responses": {"200": json_response(ref("Schedule"), "The schedule."), **error_responses(400, 404, 415)},
+        },
+        "delete": {
+            "summary": "Remove a schedule (the jobs it created stay)",
+            "parameters": [SCHEDULE_PARAM],
+            "responses": {"204": {"description": "Removed."}, **error_responses(404)},
+        },
+    },
+    "/api/schedules/{id}/pause": _schedule_action("Pause a schedule: it creates no jobs until resumed"),
+    "/api/schedules/{id}/resume": _schedule_action("Resume a paused schedule (its next run counts from now)"),
+    "/api/schedules/{id}/trigger": {
+        "post": {
+            "summary": "Create the schedule's job now, outside its timetable",
+            "parameters": [SCHEDULE_PARAM],
+            "requestBody": EMPTY_BODY,
+            "responses": {"201": json_response(ref("Job"), "The job created."), **error_responses(404)},
+        },
     },
     "/api/admin/queues": {
         "get": {

@@ -130,6 +130,7 @@ SCHEMAS: dict[str, Any] = {
             "result": {"nullable": True},
             "workerId": NULL_STR,
             "parentId": NULL_STR,
+            "scheduleId": NULL_STR,
             "children": {
                 "type": "object", "nullable": True,
                 "description": "A parent's children: how many, and how they ended.",
@@ -284,3 +285,26 @@ SCHEMAS: dict[str, Any] = {
 SCHEMAS["ChildJob"]["properties"] = {
     name: schema for name, schema in SCHEMAS["NewJob"]["properties"].items() if name not in ("uniqueKey", "uniqueForMs")
 }
+
+_TIMING = {
+    "cron": {
+        "type": "string", "nullable": True,
+        "description": 'A 5-field cron expression in standard syntax, e.g. "0 3 * * *" (03:00 daily). Give cron or everyMs.',
+    },
+    "everyMs": {"type": "integer", "minimum": 1000, "maximum": 366 * 24 * 3600 * 1000, "nullable": True},
+    "timezone": {"type": "string", "default": "UTC", "description": "An IANA time zone name, e.g. Europe/Berlin."},
+    "job": ref("NewJob"),
+    "paused": {"type": "boolean", "default": False},
+}  # fmt: skip
+SCHEMAS["NewSchedule"] = {
+    "type": "object", "required": ["job"], "additionalProperties": False,
+    "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"}, **_TIMING},
+}  # fmt: skip
+SCHEMAS["ScheduleChange"] = {"type": "object", "additionalProperties": False, "properties": _TIMING}
+SCHEMAS["Schedule"] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"}, **_TIMING, "nextRunAt": NULL_INT, "lastRunAt": NULL_INT,
+        "lastJobId": NULL_STR, "createdAt": {"type": "integer"},
+    },
+}  # fmt: skip

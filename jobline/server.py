@@ -22,6 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from aiohttp import web
 
 from . import admin
+from . import schedules_api
 from . import api
 from . import openapi
 from . import security
@@ -241,6 +242,7 @@ def create_app(settings: Settings) -> web.Application:
     stream.add_routes(app, settings.sse_ping_s, settings.max_streams)  # before /api/jobs/{id}, which would match "stream"
     api.add_routes(app)
     admin.add_routes(app)
+    schedules_api.add_routes(app)
     openapi.add_routes(app)
     return app
 

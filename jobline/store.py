@@ -61,7 +61,7 @@ def _flatten(new: NewJob, parent: Job | None = None) -> list[Node]:
 
 def _new_job(new: NewJob) -> Job:
     return Job(
-        id=new_job_id(new.queue), name=new.name, type=new.type, queue=new.queue, data=new.data,
+        id=new.job_id or new_job_id(new.queue), schedule_id=new.schedule_id, name=new.name, type=new.type, queue=new.queue, data=new.data,
         priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
         max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms, unique_key=new.unique_key,
         unique_for_ms=new.unique_for_ms or None,

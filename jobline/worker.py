@@ -28,9 +28,10 @@ from .models import Job, now_ms
 from .connections import connect, durability_warnings
 from .store import JobStore
 from .context import JobContext, JobTimedOut, RateLimited
-from .duties import REDIS_ERRORS, RETENTION_SWEEP_S, Duties
+from .duties import REDIS_ERRORS, RETENTION_SWEEP_S, SCHEDULE_CHECK_S, Duties
 from .liveness import DEFAULT_LEASE_MS, HeartbeatThread, Registry
 from .queue_settings import SettingsStore
+from .schedules import ScheduleStore
 from .tasks import Handler
 from .threads import HandlerThreads, is_async
 
@@ -80,6 +81,7 @@ class Worker(Duties):
         self.store = JobStore(self.redis, self.keys)
         self.registry = Registry(self.store)
         self.queue_settings = SettingsStore(self.store)
+        self.schedules = ScheduleStore(self.store)
         self._held_until: dict[str, float] = {}  # queue -> loop time its limits hold it back until
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
@@ -117,6 +119,7 @@ class Worker(Duties):
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
             asyncio.create_task(self._every(RETENTION_SWEEP_S, self._sweep_retention)),
             asyncio.create_task(self._every(RETENTION_SWEEP_S, self._deliver_flows)),
+            asyncio.create_task(self._every(SCHEDULE_CHECK_S, self._fire_schedules)),
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
         ]

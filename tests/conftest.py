@@ -94,7 +94,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 # The jobs API, worker, stream and admin tests run twice: on a single Redis and on a local 3-master
 # Redis Cluster (tests/cluster.py), started once, when a test first needs it.
-BOTH_BACKENDS = {"test_api_jobs", "test_worker", "test_stream", "test_admin", "test_unique", "test_limits", "test_flows"}
+BOTH_BACKENDS = {
+    "test_api_jobs", "test_worker", "test_stream", "test_admin", "test_unique", "test_limits", "test_flows", "test_schedules",
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

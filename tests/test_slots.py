@@ -14,7 +14,9 @@ from redis.crc import key_slot
 
 from jobline import scripts
 from jobline.connections import _HiredisPacking
+from jobline.keys import Keys
 from jobline.queue_settings import SettingsStore
+from jobline.schedules import ScheduleStore
 from jobline.store import JobStore
 from tests.conftest import create_job, wait_all, wait_for_status
 
@@ -108,6 +110,12 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
     assert clean.status == 200
     await store.delete(orphan.id)
     await SettingsStore(store).sweep("default")  # the workers' retention sweep
+    # A schedule that is due: the workers' firing.
+    made = await client.post("/api/schedules", json={"id": "s", "everyMs": 1000, "job": {"name": "tick"}})
+    due = (await made.json())["nextRunAt"] - 5000
+    await store.redis.hset(Keys().schedule("s"), "nextRunAt", due)
+    await store.redis.zadd(Keys().schedules, {"s": due})
+    assert await ScheduleStore(store).fire_due() == 1
     assert (await client.delete("/api/admin/queues/orphans")).status in (200, 204)
 
     used = {name for name, _ in script_calls}
