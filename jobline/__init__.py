@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .client import Client, InvalidJob, JobNotFound, JobStateConflict, SyncClient
     from .context import RateLimited
+    from .schedules import ScheduleNotFound
     from .models import Job, Status
 
 # public name -> the module that defines it
@@ -26,6 +27,7 @@ _EXPORTS = {
     "Job": "models",
     "Status": "models",
     "RateLimited": "context",
+    "ScheduleNotFound": "schedules",
 }
 
 __all__ = list(_EXPORTS)

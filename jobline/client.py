@@ -38,6 +38,7 @@ from .models import (
 from .store import JobNotFound, JobStateConflict, JobStore
 from .errors import ApiError
 from .queue_settings import SettingsStore, parse_patch
+from .schedules import ScheduleStore, parse_schedule
 from .validation import ID_RE, check_queue_name, parse_new_job
 
 __all__ = ["Client", "InvalidJob", "JobNotFound", "JobStateConflict", "SyncClient"]
@@ -55,7 +56,17 @@ class InvalidJob(ValueError):
         self.field, self.index = field, index
 
 
-def new_job(
+def new_job(*args: Any, **options: Any) -> NewJob:
+    """The create request `POST /api/jobs` would get for `enqueue`'s arguments, checked by the
+    API's own validation. Raises InvalidJob with the API's message."""
+    body = job_body(*args, **options)
+    try:
+        return parse_new_job(body)
+    except ApiError as error:
+        raise InvalidJob(error.message, error.field) from None
+
+
+def job_body(
     type: str = DEFAULT_TYPE,  # noqa: A002 - the API's name for it
     *,
     name: str,
@@ -69,9 +80,10 @@ def new_job(
     timeout_ms: int | None = None,
     unique_key: str | None = None,
     unique_for_ms: int = 0,
-) -> NewJob:
-    """The create request `POST /api/jobs` would get, checked by the API's own validation.
-    Raises InvalidJob with the API's message."""
+    children: Sequence[Mapping[str, Any]] = (),
+    on_failure: str = "fail-parent",
+) -> dict[str, Any]:
+    """`enqueue`'s arguments as the API's create body (camelCase), children included."""
     try:
         # What the API receives is JSON: `data` goes through JSON as well, so the job holds what
         # it would hold when created over HTTP (tuples become lists; NaN or a set is refused).
@@ -81,13 +93,13 @@ def new_job(
     body = {
         "name": name, "type": type, "queue": queue, "data": json.loads(data_json), "priority": priority,
         "delayMs": delay_ms, "maxAttempts": max_attempts, "backoffMs": backoff_ms,
-        "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms, "uniqueKey": unique_key,
-        "uniqueForMs": unique_for_ms,
+        "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms, "onFailure": on_failure,
     }  # fmt: skip
-    try:
-        return parse_new_job(body)
-    except ApiError as error:
-        raise InvalidJob(error.message, error.field) from None
+    if unique_key is not None or unique_for_ms:  # only a flow's root may have them
+        body.update(uniqueKey=unique_key, uniqueForMs=unique_for_ms)
+    if children:
+        body["children"] = [job_body(**child) for child in children]
+    return body
 
 
 class Client:
@@ -103,6 +115,7 @@ class Client:
         self.store = JobStore(self.redis, self.keys)
         self.subscribers = Subscribers(self.redis)  # for wait(): on a cluster, one node at a time
         self.queue_settings = SettingsStore(self.store)
+        self.schedules_store = ScheduleStore(self.store)
 
     async def __aenter__(self) -> Client:
         return self
@@ -129,13 +142,18 @@ class Client:
         timeout_ms: int | None = None,
         unique_key: str | None = None,
         unique_for_ms: int = 0,
+        children: Sequence[Mapping[str, Any]] = (),
+        on_failure: str = "fail-parent",
     ) -> Job:
         """Create a job, as `POST /api/jobs` does (same options, camelCase there). Returns it
-        `waiting` (or `delayed` with `delay_ms`). Raises InvalidJob with the API's message."""
+        `waiting` (or `delayed` with `delay_ms`; `waiting-children` with `children`, each a dict
+        of these same arguments, whole trees created at once). Raises InvalidJob with the API's
+        message."""
         new = new_job(
             type, name=name, data=data, queue=queue, priority=priority, delay_ms=delay_ms,
             max_attempts=max_attempts, backoff_ms=backoff_ms, max_backoff_ms=max_backoff_ms,
-            timeout_ms=timeout_ms, unique_key=unique_key, unique_for_ms=unique_for_ms,
+            timeout_ms=timeout_ms, unique_key=unique_key, unique_for_ms=unique_for_ms, children=children,
+            on_failure=on_failure,
         )  # fmt: skip
         return await self.store.enqueue(new)
 
@@ -193,6 +211,48 @@ class Client:
         if updated != current:
             await self.queue_settings.set(queue, updated)
         return updated.to_api()
+
+    async def children(self, job_id: str) -> list[Job]:
+        """A parent's children, in creation order. Raises JobNotFound."""
+        await self.store.get(_job_id(job_id))
+        jobs, _ = await self.store.children(job_id, 1000, 0)
+        return jobs
+
+    # -- schedules: as /api/schedules (the dicts are the API's schedule JSON) --------------------
+    async def add_schedule(
+        self,
+        job: Mapping[str, Any],
+        *,
+        cron: str | None = None,
+        every_ms: int | None = None,
+        timezone: str = "UTC",
+        id: str | None = None,  # noqa: A002 - the API's name for it
+        paused: bool = False,
+    ) -> dict[str, Any]:
+        """A schedule that creates `job` (a dict of `enqueue`'s arguments) on a cron timetable in
+        `timezone`, or every `every_ms`. Raises InvalidJob naming the field, or ValueError if
+        the id is taken."""
+        body: dict[str, Any] = {"job": job_body(**job), "timezone": timezone, "paused": paused}
+        body.update({"cron": cron} if cron is not None else {"everyMs": every_ms})
+        if id is not None:
+            body["id"] = id
+        try:
+            return (await self.schedules_store.create(parse_schedule(body))).to_api()
+        except ApiError as error:
+            if error.status == 409:
+                raise ValueError(error.message) from None
+            raise InvalidJob(error.message, error.field) from None
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return [s.to_api() for s in await self.schedules_store.all()]
+
+    async def trigger_schedule(self, schedule_id: str) -> Job:
+        """Create the schedule's job now. Raises ScheduleNotFound."""
+        return await self.schedules_store.trigger(schedule_id)
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Remove the schedule (its jobs stay). Raises ScheduleNotFound."""
+        await self.schedules_store.delete(schedule_id)
 
     async def wait(self, job_id: str, timeout: float | None = 30.0) -> Job:
         """The job once it is finished (completed, failed or cancelled). Raises TimeoutError after
@@ -325,6 +385,11 @@ class SyncClient:
     delete = _blocking(Client.delete)
     wait = _blocking(Client.wait)
     set_queue_settings = _blocking(Client.set_queue_settings)
+    children = _blocking(Client.children)
+    add_schedule = _blocking(Client.add_schedule)
+    schedules = _blocking(Client.schedules)
+    trigger_schedule = _blocking(Client.trigger_schedule)
+    remove_schedule = _blocking(Client.remove_schedule)
 
     def close(self) -> None:
         """Stop the calls still running (they raise CancelledError), close the connections and

@@ -153,7 +153,7 @@ async def test_data_that_is_not_json_is_refused(jl: Client, redis_client: redis.
     assert await job_count(redis_client) == 0
 
 
-@pytest.mark.parametrize("option", ["tags", "children", "delayMs", "uniqueKey"])
+@pytest.mark.parametrize("option", ["tags", "delayMs", "uniqueKey"])
 async def test_an_unknown_option_is_a_type_error(jl: Client, redis_client: redis.Redis, option: str) -> None:
     with pytest.raises(TypeError, match=option):
         await jl.enqueue("echo", name="a", **{option: "x"})
@@ -436,3 +436,20 @@ async def test_queue_settings_are_set_as_the_api_sets_them(jl: Client, client: A
     assert raised.value.field == "concurrency"
     with pytest.raises(TypeError, match="paused"):
         await jl.set_queue_settings("mail", paused=True)
+
+
+async def test_a_flow_and_a_schedule_from_the_client(jl: Client, client: Any) -> None:
+    parent = await jl.enqueue(
+        "collect", name="fan-in", children=[{"type": "echo", "name": "a"}, {"type": "echo", "name": "b", "queue": "q2"}]
+    )
+    assert parent.status.value == "waiting-children" and parent.children["total"] == 2
+    assert [kid.name for kid in await jl.children(parent.id)] == ["a", "b"]
+    made = await jl.add_schedule({"type": "noop", "name": "nightly"}, cron="0 3 * * *", timezone="Europe/Berlin", id="n")
+    assert made["id"] == "n" and [s["id"] for s in await jl.schedules()] == ["n"]
+    job = await jl.trigger_schedule("n")
+    assert job.schedule_id == "n"
+    with pytest.raises(InvalidJob) as raised:
+        await jl.add_schedule({"name": "x"}, cron="nope")
+    assert raised.value.field == "cron"
+    await jl.remove_schedule("n")
+    assert await jl.schedules() == []
