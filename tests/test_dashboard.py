@@ -1049,7 +1049,9 @@ PAST_THE_EDGE = """() => [...document.querySelectorAll('body *')]
 PANEL_PARTS = (
     "#create-form input:not([hidden] *), #create-form select:not([hidden] *), #create-form button, "
     "#queues-card button, #queues-card select, #queues-card .stat, #queues-card code, #queues-card .q-limits > *, "
-    "#workers-card [role=row] > *"
+    "#workers-card [role=row] > *, "
+    "#schedules-card button, #schedules-card input, #schedules-card select, #schedules-card .srow > *, "
+    "#schedules-card .srow .s-id, #schedules-card .sf-error"
 )
 OUTSIDE_ITS_CARD = """(parts) => [...document.querySelectorAll(parts)]
   .filter((node) => node.getClientRects().length)
@@ -1128,7 +1130,9 @@ async def test_phone_filter_chips_are_all_in_reach_and_filter(client: Any, watch
     await expect(page.locator("#total")).to_have_text("2 jobs")
 
     chips = page.locator("#filter button")
-    await expect(chips).to_have_text(["All", "Waiting", "Delayed", "Active", "Completed", "Failed", "Cancelled"])
+    await expect(chips).to_have_text(
+        ["All", "Waiting", "Waiting children", "Delayed", "Active", "Completed", "Failed", "Cancelled"]
+    )
     await page.locator("#filter").scroll_into_view_if_needed()
     for i in range(await chips.count()):  # all at once, each whole: none is cut at the edge or scrolled away
         await expect(chips.nth(i)).to_be_in_viewport(ratio=1)
@@ -1767,4 +1771,384 @@ async def test_detail_view_shows_the_unique_key(client: Any, watched: Watched) -
     await expect(page.locator("#d-name")).to_have_text("No key")
     await expect(detail_field(page, "Queue")).to_have_text("default")
     await expect(detail_field(page, "Unique key")).to_be_hidden()  # a job without one has no such field
+    watched.assert_clean()
+
+
+# -- flows and schedules -----------------------------------------------------------------------------
+def kid_of(page: Page, job_id: str) -> Locator:
+    return page.locator(f'#d-children > li[data-id="{job_id}"]')
+
+
+def schedule_row(page: Page, schedule_id: str) -> Locator:
+    return page.locator(f'#schedule-list > .srow[data-id="{schedule_id}"]')
+
+
+async def children_of(client: Any, job_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/api/jobs/{job_id}/children")
+    assert response.status == 200, await response.text()
+    return (await response.json())["jobs"]
+
+
+async def listed_schedules(client: Any) -> list[dict[str, Any]]:
+    response = await client.get("/api/schedules")
+    assert response.status == 200, await response.text()
+    return (await response.json())["schedules"]
+
+
+async def create_schedule(client: Any, **body: Any) -> dict[str, Any]:
+    response = await client.post("/api/schedules", json=body)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def test_flow_children_show_live_in_the_parent_detail_and_link_back(
+    client: Any, start_worker: Any, watched: Watched
+) -> None:
+    page = watched.page
+    children_requests: list[str] = []
+    page.on("request", lambda r: children_requests.append(r.url) if r.url.split("?")[0].endswith("/children") else None)
+    parent = await create_job(client, name="Build the weekly report", type="collect", children=[
+        {"name": "Fetch sales", "type": "echo", "data": {"n": 1}},
+        {"name": "Fetch costs", "type": "echo", "data": {"n": 2}},
+        {"name": "Render charts", "type": "block", "onFailure": "ignore"},
+    ])  # fmt: skip
+    assert parent["status"] == "waiting-children"
+    kids = await children_of(client, parent["id"])
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    list_loads = len(watched.list_requests)
+
+    # The parent's row: its own status, and its children's progress where the action goes.
+    parent_row = row_of(page, parent["id"])
+    await expect(parent_row.locator(".badge")).to_have_text("waiting-children")
+    await expect(parent_row.locator(".c-action")).to_have_text("children: 0 of 3 done")
+    assert await parent_row.locator(".c-status").evaluate("c => c.scrollWidth <= c.clientWidth")  # shown whole
+    waiting_badge = page.locator('#filter button[data-status="waiting-children"]')
+    light = await parent_row.locator(".badge").evaluate("b => getComputedStyle(b).color")
+    assert light != await row_of(page, kids[0]["id"]).locator(".badge").evaluate("b => getComputedStyle(b).color")
+    await parent_row.locator(".c-name button").click()
+    await expect(page.locator("#d-status")).to_have_text("waiting-children")
+    await expect(page.locator("#d-action")).to_have_text("Waiting for its children: 0 of 3 done")
+    await expect(page.locator("#d-kids-text")).to_have_text("0 of 3 done")
+    await expect(page.locator("#d-children-count")).to_have_text("3")
+    await expect(page.locator("#d-children > li .link")).to_have_text(["Fetch sales", "Fetch costs", "Render charts"])
+    await expect(page.locator("#d-children > li .badge")).to_have_text(["waiting"] * 3)
+    await expect(page.locator("#d-parent")).to_be_hidden()
+    await expect(page.locator("#d-kids-more")).to_be_hidden()
+    assert len(children_requests) == 1
+
+    # A worker runs the children: their entries and the counts follow the stream, with no reload.
+    await start_worker()
+    for kid in kids[:2]:
+        await expect(kid_of(page, kid["id"]).locator(".badge")).to_have_text("completed")
+        await expect(kid_of(page, kid["id"]).locator(".pct")).to_have_text("100%")
+    blocker = kid_of(page, kids[2]["id"])
+    await expect(blocker.locator(".badge")).to_have_text("active")
+    await expect(blocker.locator(".pct")).to_have_text("1%")
+    await expect(page.locator("#d-kids-text")).to_have_text("2 of 3 done")
+    await expect(page.locator("#d-status")).to_have_text("waiting-children")
+    assert len(children_requests) == 1, children_requests  # live from events, not by fetching the list again
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.mouse.move(0, 0)
+    await page.screenshot(path=ARTIFACTS / "dashboard-flow.png", animations="disabled")
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=ARTIFACTS / "dashboard-flow-dark.png", animations="disabled")
+    await page.emulate_media(color_scheme="light")
+
+    # A child opens from its entry and links back to its parent; it is cancelled from its own view.
+    await blocker.locator(".link").click()
+    await expect(page.locator("#d-name")).to_have_text("Render charts")
+    await expect(page.locator("#d-parent-link")).to_have_text("Build the weekly report")
+    await expect(page.locator("#d-children-section")).to_be_hidden()
+    await page.locator('#d-actions button[data-act="cancel"]').click()
+    await expect(page.locator("#d-status")).to_have_text("cancelled")
+    await page.locator("#d-parent-link").click()
+    await expect(page.locator("#d-name")).to_have_text("Build the weekly report")
+    # That child was optional ("ignore"): the parent runs and completes with the others' results.
+    await expect(page.locator("#d-status")).to_have_text("completed")
+    done = await (await client.get(f"/api/jobs/{parent['id']}")).json()
+    assert done["children"] == {"total": 3, "completed": 2, "failed": 0, "cancelled": 1, "pending": 0}
+    await expect(page.locator("#d-kids-text")).to_have_text("3 of 3 done, 1 cancelled")
+    await expect(kid_of(page, kids[2]["id"]).locator(".badge")).to_have_text("cancelled")
+    await expect(page.locator("#d-result")).to_contain_text(kids[0]["id"])
+    await expect(parent_row.locator(".badge")).to_have_text("completed")
+
+    # Esc closes the view and gives focus back to the row that opened it first.
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#detail")).to_be_hidden()
+    await expect(parent_row.locator(".c-name button")).to_be_focused()
+
+    # The status has its own filter chip, and its own colours in the dark theme too.
+    await page.emulate_media(color_scheme="dark")
+    await waiting_badge.click()
+    await expect(page.locator("#total")).to_have_text("0 waiting-children")
+    dark = await waiting_badge.evaluate("b => getComputedStyle(b, '::before').backgroundColor")
+    await page.emulate_media(color_scheme="light")
+    assert dark != await waiting_badge.evaluate("b => getComputedStyle(b, '::before').backgroundColor")
+    assert watched.list_requests[list_loads:] == [str(client.make_url("/api/jobs?limit=200&status=waiting-children"))]
+    watched.assert_clean()
+
+
+async def test_schedules_panel_creates_pauses_triggers_and_deletes(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await create_schedule(client, id="heartbeat", everyMs=60_000, job={"name": "Ping", "type": "noop"})
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    heartbeat = schedule_row(page, "heartbeat")
+    await expect(heartbeat.locator(".s-timetable")).to_have_text("every 1 min")
+    await expect(heartbeat.locator(".s-job .s-sub")).to_have_text("noop · default")
+    await expect(heartbeat.locator(".s-last")).to_have_text("never")
+    countdown = heartbeat.locator(".s-next")
+    await expect(countdown).to_have_text(re.compile(r"^in \d+ s$"))
+    await expect(countdown).not_to_have_text(await countdown.text_content() or "")  # it counts down, live
+
+    # The form, by keyboard: it opens focused on its first field, with the browser's time zone.
+    await page.locator("#s-new").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#schedule-form")).to_be_visible()
+    await expect(page.locator("#s-id")).to_be_focused()
+    zone = await page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    await expect(page.locator("#s-tz")).to_have_value(zone)
+    await page.keyboard.type("nightly-digest")
+    await page.fill("#s-cron", "0 3 * * *")
+    await page.fill("#s-name", "Nightly digest")
+    await page.fill("#s-type", "echo")
+    await page.fill("#s-queue", "emails")
+    await page.fill("#s-data", '{"to": "team"}')
+    async with page.expect_response(is_post("/api/schedules")) as info:
+        await page.press("#s-data", "Enter")
+    response = await info.value
+    assert response.status == 201, await response.text()
+    assert response.request.post_data_json == {
+        "id": "nightly-digest",
+        "cron": "0 3 * * *",
+        "timezone": zone,
+        "job": {"name": "Nightly digest", "type": "echo", "queue": "emails", "data": {"to": "team"}},
+    }
+    [created] = [s for s in await listed_schedules(client) if s["id"] == "nightly-digest"]
+    assert created["paused"] is False and created["job"]["data"] == {"to": "team"}
+    await expect(page.locator("#schedule-form")).to_be_hidden()
+    await expect(page.locator("#s-new")).to_be_focused()
+    row = schedule_row(page, "nightly-digest")
+    await expect(page.locator("#schedule-list > .srow")).to_have_count(2)
+    assert await page.locator("#schedule-list > .srow").evaluate_all("rows => rows.map((r) => r.dataset.id)") == [
+        "heartbeat",
+        "nightly-digest",
+    ]
+    await expect(row.locator(".s-timetable")).to_have_text(f"0 3 * * * · {zone}")
+    await expect(row.locator(".s-jobname")).to_have_text("Nightly digest")
+    await expect(row.locator(".s-job .s-sub")).to_have_text("echo · emails")
+    await expect(row.locator(".s-next")).to_have_text(re.compile(r"^in \d+ (h \d+ )?min( \d+ s)?$"))
+    await expect(row.locator(".q-state")).to_have_text("active")
+    await expect(page.locator("#schedules-summary")).to_have_text("2 schedules")
+
+    # Pause, then resume.
+    async with page.expect_response(is_post("/api/schedules/nightly-digest/pause")) as info:
+        await row.locator('button[data-sact="pause"]').click()
+    assert (await info.value).status == 200
+    await expect(row.locator(".q-state")).to_have_text("paused")
+    await expect(row.locator(".s-next")).to_have_text("paused")
+    await expect(page.locator("#schedules-summary")).to_have_text("2 schedules · 1 paused")
+    assert [s["paused"] for s in await listed_schedules(client) if s["id"] == "nightly-digest"] == [True]
+    async with page.expect_response(is_post("/api/schedules/nightly-digest/resume")) as info:
+        await row.locator('button[data-sact="resume"]').click()
+    assert (await info.value).status == 200
+    await expect(row.locator(".q-state")).to_have_text("active")
+    await expect(row.locator(".s-next")).to_have_text(re.compile(r"^in "))
+    assert [s["paused"] for s in await listed_schedules(client) if s["id"] == "nightly-digest"] == [False]
+
+    # Trigger: a job of the schedule appears, and its detail view names the schedule.
+    async with page.expect_response(is_post("/api/schedules/nightly-digest/trigger")) as info:
+        await row.locator('button[data-sact="trigger"]').click()
+    response = await info.value
+    assert response.status == 201
+    job = await response.json()
+    assert job["scheduleId"] == "nightly-digest" and job["name"] == "Nightly digest" and job["queue"] == "emails"
+    await expect(row_of(page, job["id"]).locator(".badge")).to_have_text("waiting")
+    await row_of(page, job["id"]).locator(".c-name button").click()
+    await expect(detail_field(page, "Schedule")).to_have_text("nightly-digest")
+    await page.click("#d-close")
+
+    # Delete: the first click arms, the second deletes; the job it created stays.
+    delete = row.locator('button[data-sact="delete"]')
+    await delete.click()
+    await expect(delete).to_have_text("Confirm")
+    assert len(await listed_schedules(client)) == 2
+    async with page.expect_response(
+        lambda r: r.request.method == "DELETE" and r.url.endswith("/api/schedules/nightly-digest")
+    ) as info:
+        await delete.click()
+    assert (await info.value).status == 204
+    await expect(row).to_have_count(0)
+    assert [s["id"] for s in await listed_schedules(client)] == ["heartbeat"]
+    await expect(page.locator("#schedules-summary")).to_have_text("1 schedule")
+    await expect(row_of(page, job["id"])).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.locator("#schedules-card").screenshot(path=ARTIFACTS / "dashboard-schedules.png", animations="disabled")
+    watched.assert_clean()
+
+
+async def test_schedule_form_shows_the_api_message_next_to_its_field(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(page.locator("#schedules-empty")).to_contain_text("No schedules")
+    await page.click("#s-new")
+    await page.fill("#s-cron", "61 * * * *")
+    await page.fill("#s-name", "Bad timing")
+
+    async def submit() -> dict[str, Any]:
+        async with page.expect_response(is_post("/api/schedules")) as info:
+            await page.click("#s-save")
+        response = await info.value
+        assert response.status == 400, await response.text()
+        return (await response.json())["error"]
+
+    error = await submit()
+    assert error["field"] == "cron"
+    message = page.locator("#s-cron-error")
+    await expect(message).to_have_text(error["message"])
+    await expect(page.locator("#s-cron")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#s-cron")).to_be_focused()
+    cron_box, message_box = await page.locator("#s-cron").bounding_box(), await message.bounding_box()
+    assert cron_box and message_box
+    assert 0 <= message_box["y"] - (cron_box["y"] + cron_box["height"]) < 12, (cron_box, message_box)  # right under it
+    assert abs(message_box["x"] - cron_box["x"]) < 2
+    await page.keyboard.press("End")
+    await page.keyboard.press("Backspace")  # correcting the field clears its mark
+    await expect(message).to_be_hidden()
+    await expect(page.locator("#s-cron")).not_to_have_attribute("aria-invalid", "true")
+
+    # The time zone's and the interval's messages go by their fields too.
+    await page.fill("#s-cron", "*/5 * * * *")
+    await page.fill("#s-tz", "Mars/Olympus_Mons")
+    error = await submit()
+    assert error["field"] == "timezone"
+    await expect(page.locator("#s-tz-error")).to_have_text(error["message"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.locator("#schedules-card").screenshot(path=ARTIFACTS / "dashboard-schedule-form.png", animations="disabled")
+    await page.select_option("#s-kind", "every")
+    await expect(page.locator("#s-tz")).to_be_hidden()
+    await page.fill("#s-every", "0.5")
+    error = await submit()
+    assert error["field"] == "everyMs"
+    await expect(page.locator("#s-every-error")).to_have_text(error["message"])
+    await page.fill("#s-name", "")
+    await page.fill("#s-every", "30")
+    error = await submit()
+    assert error["field"] == "job.name"
+    await expect(page.locator("#s-name-error")).to_have_text(error["message"])
+    await expect(page.locator("#s-name")).to_be_focused()
+
+    # Data that is not JSON is said at once, by its field, without asking the server.
+    posts = len(watched.list_requests)
+    await page.fill("#s-name", "Every half minute")
+    await page.fill("#s-data", "{not json")
+    await page.click("#s-save")
+    await expect(page.locator("#s-data-error")).to_contain_text("not valid JSON")
+    assert await listed_schedules(client) == []
+    await page.fill("#s-data", "")
+    async with page.expect_response(is_post("/api/schedules")) as info:
+        await page.click("#s-save")
+    assert (await info.value).status == 201
+    [schedule] = await listed_schedules(client)
+    assert schedule["everyMs"] == 30_000 and schedule["cron"] is None and schedule["job"] == {"name": "Every half minute"}
+    await expect(schedule_row(page, schedule["id"]).locator(".s-timetable")).to_have_text("every 30 s")
+    assert len(watched.list_requests) == posts
+    watched.console_errors = [e for e in watched.console_errors if "status of 400" not in e]
+    watched.assert_clean()
+
+
+async def test_a_parent_with_many_children_lists_them_a_page_at_a_time(client: Any, watched: Watched) -> None:
+    page = watched.page
+    parent = await create_job(client, name="Fan out", type="collect", children=[
+        {"name": f"Part {i:02d}", "type": "noop"} for i in range(62)
+    ])  # fmt: skip
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await row_of(page, parent["id"]).locator(".c-name button").click()
+    entries = page.locator("#d-children > li")
+    await expect(entries).to_have_count(50)
+    await expect(entries.first.locator(".link")).to_have_text("Part 00")
+    await expect(page.locator("#d-kids-more-text")).to_have_text("Showing 50 of 62: 12 more")
+    more = page.locator("#d-kids-more-btn")
+    await expect(more).to_have_text("Show 12 more")
+    await more.focus()
+    async with page.expect_response(lambda r: "/children?limit=50&offset=50" in r.url) as info:
+        await page.keyboard.press("Enter")
+    assert (await info.value).status == 200
+    await expect(entries).to_have_count(62)
+    await expect(entries.last.locator(".link")).to_have_text("Part 61")
+    await expect(entries.nth(50).locator(".link")).to_be_focused()  # the first entry it brought
+    await expect(page.locator("#d-kids-more")).to_be_hidden()
+    await expect(page.locator("#d-kids-text")).to_have_text("0 of 62 done")
+    watched.assert_clean()
+
+
+# Each part of a child's entry in the detail view lies inside the view.
+OUTSIDE_THE_DETAIL = """() => {
+  const panel = document.querySelector('#detail').getBoundingClientRect();
+  return [...document.querySelectorAll('#detail .kids li > *, #detail .kids-summary > *, #d-parent > *')]
+    .filter((node) => node.getClientRects().length)
+    .filter((node) => { const r = node.getBoundingClientRect(); return r.left < panel.left - 0.5 || r.right > Math.min(panel.right, innerWidth) + 0.5; })
+    .map((node) => `${node.tagName.toLowerCase()}.${node.className} ${node.textContent.slice(0, 30)}`);
+}"""
+
+
+async def test_phone_schedules_panel_and_flow_detail_fit(client: Any, watched: Watched) -> None:
+    page = watched.page
+    await page.set_viewport_size(PHONE)
+    long_id = "nightly-" + "x" * 32  # the longest id a schedule may have: 40 characters
+    long_name = "Send the weekly digest to every subscriber of every list: " + "newsletter-" * 4
+    await create_schedule(
+        client,
+        id=long_id,
+        cron="30 2 * * 1-5",
+        timezone="America/Argentina/Buenos_Aires",
+        job={"name": long_name, "type": "noop", "queue": LONG_QUEUE},
+    )
+    await create_schedule(client, id="ping", everyMs=60_000, paused=True, job={"name": XSS_NAME, "type": "noop"})
+    parent = await create_job(client, name=long_name, type="collect", children=[
+        {"name": f"Render page {i}: " + "section-" * 8, "type": "noop"} for i in range(2)
+    ] + [{"name": XSS_NAME, "type": "noop"}])  # fmt: skip
+    kids = await children_of(client, parent["id"])
+    await page.goto(str(client.make_url("/")))
+    await expect_live(page)
+    await expect(schedule_row(page, long_id).locator(".s-timetable")).to_have_text(
+        "30 2 * * 1-5 · America/Argentina/Buenos_Aires"
+    )
+    await expect(schedule_row(page, "ping").locator(".q-state")).to_have_text("paused")
+    await expect(schedule_row(page, "ping").locator(".s-jobname")).to_have_text(XSS_NAME)  # text, never markup
+    await page.click("#s-new")
+    await page.fill("#s-cron", "not a cron")
+    await page.fill("#s-name", "x")
+    async with page.expect_response(is_post("/api/schedules")) as info:
+        await page.click("#s-save")
+    assert (await info.value).status == 400
+    await expect(page.locator("#s-cron-error")).to_be_visible()
+    await settled(page)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_ITS_CARD, PANEL_PARTS) == []
+    for button in await schedule_row(page, long_id).locator("button:visible").all():  # a finger's size, in reach
+        box = await button.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] and box["height"] >= 32, box
+    await page.locator("#schedules-card").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.locator("#schedules-card").screenshot(path=ARTIFACTS / "dashboard-phone-schedules.png", animations="disabled")
+
+    # The parent's detail view with its children, and a child's with the link back.
+    await row_of(page, parent["id"]).locator(".c-name button").click()
+    await expect(page.locator("#d-children > li")).to_have_count(3)
+    await expect(kid_of(page, kids[2]["id"]).locator(".link")).to_have_text(XSS_NAME)
+    assert await page.evaluate("document.images.length") == 0
+    await settled(page)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_THE_DETAIL) == []
+    await page.screenshot(path=ARTIFACTS / "dashboard-phone-children.png", animations="disabled")
+    await kid_of(page, kids[0]["id"]).locator(".link").click()
+    await expect(page.locator("#d-parent-link")).to_have_text(long_name)
+    await settled(page)
+    await no_sideways_scroll(page)
+    assert await page.evaluate(OUTSIDE_THE_DETAIL) == []
+    watched.console_errors = [e for e in watched.console_errors if "status of 400" not in e]
     watched.assert_clean()
