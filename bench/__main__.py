@@ -27,6 +27,7 @@ from .http_workloads import http_enqueue, listing
 from .queue_workloads import memory_per_job, w1_drain_noop, w2_drain_sleep, w3_pickup_latency
 from .redis_cost import redis_cost
 from .report import WorkloadResult, document, dumps, table
+from .settings_workloads import batch_create, retention
 from .stream_workloads import fanout
 
 Workload = Callable[[Harness], Awaitable[WorkloadResult]]
@@ -41,6 +42,8 @@ WORKLOADS: dict[str, Workload] = {
     "memory": memory_per_job,
     "client": client_enqueue,
     "rediscost": redis_cost,
+    "batch": batch_create,
+    "retention": retention,
 }
 
 

@@ -231,7 +231,7 @@ class Harness:
                 job = Job(id=new_job_id(QUEUE), name=f"bench {i}", type=types[i % len(types)], queue=QUEUE)
                 fields = [item for pair in job.to_redis().items() for item in pair]
                 keys += [k.job(job.id), k.type_index(QUEUE, job.type)]
-                args += [job.id, k.job_channel(job.id), 0, i - start, len(fields) // 2, *fields]
+                args += [job.id, k.job_channel(job.id), 0, i - start, len(fields) // 2, *fields, 0]  # no children
             new_queue, *_ = await enqueue(keys=keys, args=args)
             return bool(new_queue)
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = {"client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost"}
+WORKLOADS = {"client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost", "batch", "retention"}
 
 
 def bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

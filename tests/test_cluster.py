@@ -96,7 +96,7 @@ async def test_a_worker_serving_queues_on_every_shard_runs_all_their_jobs_and_th
     assert set(queues) == set(QUEUES)
     for queue in QUEUES:
         assert queues[queue]["counts"] == {
-            "waiting": 0, "delayed": 0, "active": 0, "completed": 2, "failed": 0, "cancelled": 0,
+            "waiting": 0, "delayed": 0, "active": 0, "completed": 2, "failed": 0, "cancelled": 0, "waiting-children": 0,
         }  # fmt: skip
         assert queues[queue]["workers"] == 1
 

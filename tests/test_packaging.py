@@ -140,7 +140,7 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
 def test_requirements_are_pinned() -> None:
     runtime = [l for l in (ROOT / "requirements.txt").read_text().splitlines()
                if l.strip() and not l.startswith("#")]
-    assert sorted(l.split("==")[0] for l in runtime) == ["aiohttp", "redis[hiredis]"]
+    assert sorted(l.split("==")[0] for l in runtime) == ["aiohttp", "cronsim", "redis[hiredis]", "tzdata"]
     assert all("==" in l for l in runtime)
     dev = [l for l in (ROOT / "requirements-dev.txt").read_text().splitlines()
            if l.strip() and not l.startswith("#")]

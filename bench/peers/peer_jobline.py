@@ -252,7 +252,7 @@ class Adapter:
         fields = [item for pair in job.to_redis().items() for item in pair]
         keys = [*self._static_keys, k.job(job.id), k.type_index(QUEUE, job.type)]
         new_queue, _ = await self._enqueue_script(
-            keys=keys, args=["", job.id, k.job_channel(job.id), 0, 0, len(fields) // 2, *fields]
+            keys=keys, args=["", job.id, k.job_channel(job.id), 0, 0, len(fields) // 2, *fields, 0]  # no children
         )
         if new_queue:  # the script leaves the global queue registry to its caller
             await self.redis.sadd(k.queues, QUEUE)
