@@ -41,7 +41,7 @@ class _Runner(Protocol):
 
     async def _retrying(self, call: Any, *args: Any, **kwargs: Any) -> Any: ...
 
-    def stop_job(self, job_id: str, reason: str) -> None: ...
+    def stop_job(self, job_id: str, reason: str, token: int | None = None) -> None: ...
 
 
 def _json_bytes(value: Any, what: str, limit: int) -> None:
@@ -102,7 +102,7 @@ class JobContext:
         if await self._worker._retrying(call, self.job, **changes):
             return True
         # Cancelled, or recovered by another worker while we were stalled: stop quietly.
-        self._worker.stop_job(self.job.id, "lost")
+        self._worker.stop_job(self.job.id, "lost", self.job.token)
         return False
 
 

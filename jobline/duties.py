@@ -34,7 +34,7 @@ class Duties:
     _unrun: set[tuple[str, str]]
     _closed: asyncio.Event
 
-    def stop_job(self, job_id: str, reason: str) -> None:
+    def stop_job(self, job_id: str, reason: str, token: int | None = None) -> None:
         raise NotImplementedError
 
     async def _pause(self, seconds: float) -> None:
@@ -52,7 +52,7 @@ class Duties:
             replies = await pipe.execute()
         for r, (status, worker_id, token) in zip(running, replies[len(queues):]):
             if (status, worker_id, token) != ("active", self.id, str(r.job.token)):
-                self.stop_job(r.job.id, "lost")
+                self.stop_job(r.job.id, "lost", r.job.token)
         # A claim's reply is in flight for milliseconds: only an id unrun at two checks in a row is lost.
         unrun = {(queue, job_id) for queue, ids in zip(queues, replies) for job_id in ids if job_id not in self.running}
         lost, self._unrun = unrun & self._unrun, unrun - self._unrun
@@ -89,9 +89,9 @@ class Duties:
                         message = await pubsub.get_message(timeout=0.5)
                         if message is None:
                             continue
-                        command, _, job_id = str(message["data"]).partition(" ")
-                        if command == "cancel":
-                            self.stop_job(job_id, "cancelled")
+                        command, job_id, token = (str(message["data"]).split(" ") + ["", ""])[:3]
+                        if command == "cancel":  # a late one, for an earlier attempt, stops nothing
+                            self.stop_job(job_id, "cancelled", int(token) if token.isdigit() else None)
             except REDIS_ERRORS as error:
                 log.warning("control channel lost (%s); resubscribing", error)
                 subscribers.failed()

@@ -170,8 +170,13 @@ class JobStore(WorkerSide, FlowSide):
         for (queue, members), (new_queue, created, *flats) in zip(by_queue.items(), replies):
             if new_queue:
                 new_queues.append(queue)
-            for node, made, flat in zip(members, created, flats):
-                outcome[node[0].id] = (Job.from_redis(pairs(flat)), made == 1)
+            for (job, _, _), made, reply in zip(members, created, flats):
+                if made == 1:  # as saved: what the script set, on the job we sent
+                    job.status, job.created_at, job.rev = Status(reply[0]), int(reply[1]), 1
+                    job.run_at = int(reply[2]) if reply[2] else None
+                    outcome[job.id] = (job, True)
+                else:
+                    outcome[job.id] = (Job.from_redis(pairs(reply)), False)
         if new_queues:  # the registry is global: kept out of the scripts, written once per queue
             await self.redis.sadd(k.queues, *new_queues)
         return outcome

@@ -268,9 +268,11 @@ class Worker(Duties):
             task.add_done_callback(self._executors.discard)
         return len(jobs)
 
-    def stop_job(self, job_id: str, reason: str) -> None:
+    def stop_job(self, job_id: str, reason: str, token: int | None = None) -> None:
+        """Stop the job's run here; with `token`, only that attempt's (the job may have been
+        retried and claimed again since)."""
         running = self.running.get(job_id)
-        if running is None or running.stop_reason:
+        if running is None or running.stop_reason or (token is not None and running.job.token != token):
             return
         running.stop_reason = reason
         if running.handler_task:
@@ -308,7 +310,8 @@ class Worker(Duties):
                 return await self._ack(self.store.fail, job, f"{type(error).__name__}: {error}")
             return await self._ack(self.store.complete, job, result)
         finally:
-            del self.running[job.id]
+            if self.running.get(job.id) is running:  # not a newer attempt's, claimed meanwhile
+                del self.running[job.id]
 
     async def _ack(self, ack: Any, job: Job, *args: Any, **options: Any) -> Job | None:
         """Complete or fail the job; the same round trip claims the slot's next job, unless the

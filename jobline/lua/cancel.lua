@@ -8,7 +8,7 @@ local h = load_job(key)
 if not h then return {'missing'} end
 local status = h.status
 if not UNFINISHED[status] then return {'conflict', status} end
-if not withdraw(id, status, h.workerId, worker_id, processing, control_channel) then return {'moved'} end
+if not withdraw(id, status, h.workerId, worker_id, processing, control_channel, h.token) then return {'moved'} end
 index_status(id, h.seq, status, 'cancelled')
 local now = now_ms()
 local saved = save(key, h, {status = 'cancelled', finishedAt = now, action = false, runAt = false}, channel)

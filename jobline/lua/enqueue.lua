@@ -10,7 +10,8 @@
 -- queues come out newest first, a batch across queues in its order. A job whose
 -- uniqueKey is held (queue_block.lua) is not created: the holder stands in its place.
 -- Returns {1 if the queue had no seq yet (new, or deleted since: the caller registers its name),
--- {1 if created, 0 if a holder stands in, per job}, then each job's hash (flat)}.
+-- {1 if created, 0 if a holder stands in, per job}, then per job: {status, createdAt, runAt or
+-- ''} for one created (the caller has the rest), or the holder's hash (flat)}.
 --@include queue_block
 local queue_jobs = KEYS[BLOCK + 1]
 local count = (#KEYS - BLOCK - 1) / 2
@@ -56,7 +57,8 @@ for i = 1, count do
       push_waiting(id, job.priority, false)
     end
     index_status(id, seq, nil, job.status)
-    out[#out + 1] = save(key, {}, job, channel)
+    save_only(key, {}, job, channel)
+    out[#out + 1] = {job.status, string.format('%d', now), job.runAt and string.format('%d', job.runAt) or ''}
     if job.uniqueKey then take_unique(job) end
   end
 end

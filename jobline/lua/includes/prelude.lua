@@ -70,9 +70,13 @@ end
 
 -- Append an event to the queue's log and publish it as "queue\nentry id\nevent\npayload": the
 -- stream's cursor is a position per queue.
+local LOG_END = nil  -- the log's running byte total: read once per script call, then kept here
+
 local function emit(channel, event, payload, queue)
   local size = event_size(event, payload)
-  local total = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) + size
+  if LOG_END == nil then LOG_END = entry_end(redis.call('XREVRANGE', EVENTS, '+', '-', 'COUNT', 1)[1]) end
+  local total = LOG_END + size
+  LOG_END = total
   local eid = redis.call('XADD', EVENTS, 'MAXLEN', '~', {{EVENTS_CAP}}, '*', 'e', event, 'd', payload,
     'n', string.format('%d', total))
   trim_event_bytes(total, size)
@@ -80,7 +84,8 @@ local function emit(channel, event, payload, queue)
   return eid
 end
 
-local function save(key, h, changes, channel)
+-- Apply `changes` to the job (false removes a field), bump its rev, and publish it.
+local function save_only(key, h, changes, channel)
   changes.rev = (tonumber(h.rev) or 0) + 1
   local set, del = {}, {}
   for f, v in pairs(changes) do
@@ -94,6 +99,11 @@ local function save(key, h, changes, channel)
   redis.call('HSET', key, unpack(set))
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
   emit(channel, 'job', '{"job":' .. job_json(h) .. '}', h.queue)
+end
+
+-- save_only, then the job's hash (flat), for the caller to return.
+local function save(key, h, changes, channel)
+  save_only(key, h, changes, channel)
   local flat = {}
   for f, v in pairs(h) do flat[#flat + 1] = f; flat[#flat + 1] = v end
   return flat

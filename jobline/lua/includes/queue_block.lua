@@ -63,9 +63,12 @@ local function index_status(id, seq, old, new)
   if new then redis.call('ZADD', STATUS_INDEX[new], seq, id) end
 end
 
--- Waiting jobs live in the wait list, or in the paused list while the queue is paused.
+-- Waiting jobs live in the wait list, or in the paused list while the queue is paused (read once
+-- per script call: only set_paused.lua changes it, and it does not push).
+local PAUSED_NOW = nil
 local function line()
-  if redis.call('HGET', META, 'paused') == '1' then return PAUSED end
+  if PAUSED_NOW == nil then PAUSED_NOW = redis.call('HGET', META, 'paused') == '1' end
+  if PAUSED_NOW then return PAUSED end
   return WAIT
 end
 
@@ -101,8 +104,10 @@ local function remove_waiting(id)
 end
 
 -- Take a job out of line, or stop it if active (tell its worker, drop it from its processing
--- list). False if the job changed worker since the caller read it: the caller reads again.
-local function withdraw(id, status, owner, expected_owner, processing, control_channel)
+-- list). False if the job changed worker since the caller read it: the caller reads again. The
+-- message names the attempt (its lease token): one that arrives late, after the job was retried
+-- and claimed again, does not stop the new attempt.
+local function withdraw(id, status, owner, expected_owner, processing, control_channel, token)
   if status == 'waiting' then
     remove_waiting(id)
   elseif status == 'delayed' then
@@ -110,7 +115,7 @@ local function withdraw(id, status, owner, expected_owner, processing, control_c
   elseif status == 'active' then
     if owner ~= expected_owner then return false end
     redis.call('LREM', processing, 1, id)
-    redis.call('PUBLISH', control_channel, 'cancel ' .. id)
+    redis.call('PUBLISH', control_channel, 'cancel ' .. id .. ' ' .. (token or ''))
   end
   return true
 end
