@@ -183,3 +183,24 @@ async def test_without_retention_finished_jobs_stay(client: Any, start_worker: A
     await wait_all(client, ids, "completed")
     await asyncio.sleep(1.2)  # a retention sweep has run
     assert (await (await client.get("/api/jobs", params={"queue": Q})).json())["total"] == 5
+
+
+async def test_limits_hold_across_worker_processes(client: Any, spawn_worker: Any) -> None:
+    """Three `python worker.py` processes: never more than 2 of the queue's jobs active (sampled),
+    and never more than 4 started in any second (from startedAt)."""
+    await patch(client, concurrency=2, rateLimit={"max": 4, "perMs": 1000})
+    for _ in range(3):
+        spawn_worker("--queue", Q, "--concurrency", "5")
+
+    async def three_workers() -> bool:
+        return len((await (await client.get("/api/admin/workers")).json())["workers"]) == 3
+
+    await wait_until(three_workers, timeout=20)
+    ids = [(await create_job(client, queue=Q, type="sleep", data={"ms": 100}))["id"] for _ in range(12)]
+    most = 0
+    while (view := await queue_view(client))["counts"]["completed"] < len(ids):
+        most = max(most, view["counts"]["active"])
+        await asyncio.sleep(0.01)
+    starts = sorted(job["startedAt"] for job in await wait_all(client, ids, "completed"))
+    assert most <= 2
+    assert all(later - first >= 1000 for first, later in zip(starts, starts[4:])), starts
