@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from .client_workloads import client_enqueue
+from .flow_workloads import flow, schedules
 from .harness import QUICK, Harness, Processes, Sizes, start_redis
 from .http_workloads import http_enqueue, listing
 from .queue_workloads import memory_per_job, w1_drain_noop, w2_drain_sleep, w3_pickup_latency
@@ -44,6 +45,8 @@ WORKLOADS: dict[str, Workload] = {
     "rediscost": redis_cost,
     "batch": batch_create,
     "retention": retention,
+    "flow": flow,
+    "schedules": schedules,
 }
 
 

@@ -40,6 +40,9 @@ class Duties:
     async def _pause(self, seconds: float) -> None:
         raise NotImplementedError
 
+    async def _deliver(self, queue: str) -> None:
+        raise NotImplementedError
+
     async def _check_leases(self) -> None:
         """Stop jobs this worker no longer holds (cancelled while a control message was missed), and
         put back jobs it holds but does not run: claimed by a command whose reply was lost."""
@@ -64,7 +67,7 @@ class Duties:
     async def _deliver_flows(self) -> None:
         """Ends of child jobs their parents have not counted yet (a crash between the two steps)."""
         for queue in self.settings.queues:
-            await self.store.deliver_to_parents(queue)
+            await self._deliver(queue)
 
     async def _fire_schedules(self) -> None:
         """Any worker creates the jobs of due schedules (one per due time: schedules.py)."""

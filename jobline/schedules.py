@@ -6,13 +6,16 @@ Exactly one job per due time, whatever the number of workers and servers, across
 - the job's id is derived from the schedule and the due time, so creating it again (the winner
   died before the next step, and the lock ran out) is refused as a duplicate;
 - then SCHEDULE_ADVANCE moves the schedule to its next run only if it still names that due time.
-After downtime, the first missed due time gets its job and the schedule moves to the first time
-after now: one catch-up job, not a storm. Cron is parsed by cronsim, which runs a time that a
+A due time served a little late (a busy moment) is followed by the next one even if it is past
+already, so every due time gets its job; after downtime (served over 10 s, or two intervals, late)
+the first missed time gets its job and the schedule moves to the first time after now: one
+catch-up job, not a storm. Cron is parsed by cronsim, which runs a time that a
 daylight-saving change skips once, at the change, and a time it repeats once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,6 +41,8 @@ MIN_EVERY_MS = 1000
 MAX_EVERY_MS = 366 * 24 * 3600 * 1000
 FIRING_LOCK_MS = 30_000  # a worker that died while firing is replaced after this
 DUE_BATCH = 100
+FIRING_AT_ONCE = 20  # schedules of a batch fired side by side, each a few round trips
+CATCH_UP_MS = 10_000  # a due time served later than this (or two intervals) skips to the future
 FIELDS = frozenset({"id", "cron", "everyMs", "timezone", "job", "paused"})
 CHANGEABLE = FIELDS - {"id"}
 
@@ -242,29 +247,49 @@ class ScheduleStore:
         return await self.store.enqueue(schedule.new_job(None))
 
     async def fire_due(self) -> int:
-        """Create the jobs of the schedules that are due (see the module's docstring)."""
-        now = await redis_now_ms(self.redis)
-        due = await self.redis.zrangebyscore(self.keys.schedules, "-inf", now, start=0, num=DUE_BATCH, withscores=True)
+        """Create the jobs of the schedules that are due (see the module's docstring), a batch at
+        a time, the schedules of a batch side by side; returns how many due times were served."""
         fired = 0
-        for schedule_id, score in due:
-            due_ms = int(score)
-            if not await self.redis.set(self.keys.schedule_firing(schedule_id, due_ms), "1", nx=True, px=FIRING_LOCK_MS):
-                continue  # another worker has it
-            try:
-                schedule = await self.get(schedule_id)
-            except ScheduleNotFound:
-                continue
-            if schedule.paused or schedule.next_run_at != due_ms:
-                continue
-            new = schedule.new_job(due_ms)
-            try:
-                await self.store.enqueue(new)
-            except Exception as error:  # noqa: BLE001
-                if "job id taken" not in str(error):
-                    raise
-            next_run = replace(schedule, last_run_at=due_ms).next_after(max(now, due_ms))
-            fired += await self._advance(
+        while True:
+            now = await redis_now_ms(self.redis)
+            due = await self.redis.zrangebyscore(
+                self.keys.schedules, "-inf", now, start=0, num=DUE_BATCH, withscores=True
+            )
+            gate = asyncio.Semaphore(FIRING_AT_ONCE)
+
+            async def fire(schedule_id: str, due_ms: int) -> int:
+                async with gate:
+                    return await self._fire(schedule_id, due_ms, now)
+
+            fired += sum(await asyncio.gather(*(fire(i, int(score)) for i, score in due)))
+            if len(due) < DUE_BATCH:
+                return fired
+
+    async def _fire(self, schedule_id: str, due_ms: int, now: int) -> int:
+        if not await self.redis.set(self.keys.schedule_firing(schedule_id, due_ms), "1", nx=True, px=FIRING_LOCK_MS):
+            return 0  # another worker has it
+        try:
+            schedule = await self.get(schedule_id)
+        except ScheduleNotFound:
+            return 0
+        if schedule.paused or schedule.next_run_at != due_ms:
+            return 0
+        new = schedule.new_job(due_ms)
+        try:
+            await self.store.enqueue(new)
+        except Exception as error:  # noqa: BLE001
+            if "job id taken" not in str(error):
+                raise
+        served = replace(schedule, last_run_at=due_ms)
+        # Late by a little (a busy moment): the next due time, even if it is already past, so every
+        # due time gets its job. Late by more (nothing ran for a while): the first one after now,
+        # so one job covers the downtime, not a storm.
+        next_run = served.next_after(due_ms)
+        if now - due_ms > max(CATCH_UP_MS, 2 * (schedule.every_ms or 0)):
+            next_run = served.next_after(now)
+        return int(
+            await self._advance(
                 keys=[self.keys.schedules, self.keys.schedule(schedule_id)],
                 args=[schedule_id, due_ms, next_run, new.job_id or ""],
             )
-        return fired
+        )

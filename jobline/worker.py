@@ -83,6 +83,7 @@ class Worker(Duties):
         self.queue_settings = SettingsStore(self.store)
         self.schedules = ScheduleStore(self.store)
         self._held_until: dict[str, float] = {}  # queue -> loop time its limits hold it back until
+        self._delivering: dict[str, bool] = {}  # queue -> a slot drains its outbox; True: go round again
         self.running: dict[str, Running] = {}
         self._executors: set[asyncio.Task[None]] = set()
         self._unrun: set[tuple[str, str]] = set()  # (queue, id) held but not run at the last lease check
@@ -235,6 +236,20 @@ class Worker(Duties):
                     for queue in queues:
                         await self.store.requeue(queue, self.id, "unclaimed")
 
+    async def _deliver(self, queue: str) -> None:
+        """Children's ends to their parents: one slot at a time drains the queue's outbox (the
+        others' entries are in it too), so no end is taken to its parent over and over."""
+        if queue in self._delivering:  # a slot is at it: it goes round again for this end
+            self._delivering[queue] = True
+            return
+        try:
+            self._delivering[queue] = True
+            while self._delivering[queue]:
+                self._delivering[queue] = False
+                await self._retrying(self.store.deliver_to_parents, queue)
+        finally:
+            del self._delivering[queue]
+
     async def _claim(self, queue: str, count: int, moved: Sequence[str] = ()) -> list[Job]:
         jobs, hold_ms = await self.store.claim_held(queue, self.id, count, moved)
         if hold_ms:
@@ -323,7 +338,7 @@ class Worker(Duties):
         elif outcome:
             self.failed += 1
         if job.parent_id and outcome in (True, "failed"):  # its parent counts it now (else the sweep does, within a second)
-            await self._retrying(self.store.deliver_to_parents, job.queue)
+            await self._deliver(job.queue)
         return claimed[0] if claimed else None
 
     async def _call(self, handler: Handler, job: Job) -> Any:

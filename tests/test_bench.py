@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = {"client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost", "batch", "retention"}
+WORKLOADS = {
+    "client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost", "batch", "retention", "flow",
+    "schedules",
+}  # fmt: skip
 
 
 def bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -9,9 +9,10 @@
 --@include queue_block
 local key = KEYS[BLOCK + 1]
 local id, channel, child, outcome, reason, on_failure = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local h = load_job(key)
-if not h or not h.children then return {} end
+if redis.call('EXISTS', key) == 0 then return {} end  -- the parent is gone
 if redis.call('SADD', key .. ':children:done', child) == 0 then return {} end  -- applied already
+local h = load_job(key)
+if not h.children then return {} end
 local c = cjson.decode(h.children)
 c[outcome] = (tonumber(c[outcome]) or 0) + 1
 c.pending = math.max((tonumber(c.pending) or 1) - 1, 0)
