@@ -32,14 +32,14 @@ from .models import (
     DEFAULT_TYPE,
     FINISHED,
     Job,
-    NewJob,
     Priority,
 )
 from .store import JobNotFound, JobStateConflict, JobStore
-from .errors import ApiError
-from .queue_settings import SettingsStore, parse_patch
-from .schedules import ScheduleStore, parse_schedule
-from .validation import ID_RE, check_queue_name, parse_new_job
+from .client_admin import ClientAdmin
+from .client_bodies import InvalidJob, new_job
+from .queue_settings import SettingsStore
+from .schedules import ScheduleStore
+from .validation import ID_RE
 
 __all__ = ["Client", "InvalidJob", "JobNotFound", "JobStateConflict", "SyncClient"]
 
@@ -47,62 +47,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 _FINISHED = frozenset(s.value for s in FINISHED)
 
 
-class InvalidJob(ValueError):
-    """A create the API would refuse with 400: the same message, and the field it is about.
-    `index` is the position of the offending job in an `enqueue_many` call."""
-
-    def __init__(self, message: str, field: str | None, index: int | None = None) -> None:
-        super().__init__(message if index is None else f"jobs[{index}]: {message}")
-        self.field, self.index = field, index
-
-
-def new_job(*args: Any, **options: Any) -> NewJob:
-    """The create request `POST /api/jobs` would get for `enqueue`'s arguments, checked by the
-    API's own validation. Raises InvalidJob with the API's message."""
-    body = job_body(*args, **options)
-    try:
-        return parse_new_job(body)
-    except ApiError as error:
-        raise InvalidJob(error.message, error.field) from None
-
-
-def job_body(
-    type: str = DEFAULT_TYPE,  # noqa: A002 - the API's name for it
-    *,
-    name: str,
-    data: Mapping[str, Any] | None = None,
-    queue: str = DEFAULT_QUEUE,
-    priority: Priority | str = Priority.NORMAL,
-    delay_ms: int = 0,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    backoff_ms: int = DEFAULT_BACKOFF_MS,
-    max_backoff_ms: int = DEFAULT_MAX_BACKOFF_MS,
-    timeout_ms: int | None = None,
-    unique_key: str | None = None,
-    unique_for_ms: int = 0,
-    children: Sequence[Mapping[str, Any]] = (),
-    on_failure: str = "fail-parent",
-) -> dict[str, Any]:
-    """`enqueue`'s arguments as the API's create body (camelCase), children included."""
-    try:
-        # What the API receives is JSON: `data` goes through JSON as well, so the job holds what
-        # it would hold when created over HTTP (tuples become lists; NaN or a set is refused).
-        data_json = json.dumps({} if data is None else data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidJob(f"data: must be JSON ({error})", "data") from None
-    body = {
-        "name": name, "type": type, "queue": queue, "data": json.loads(data_json), "priority": priority,
-        "delayMs": delay_ms, "maxAttempts": max_attempts, "backoffMs": backoff_ms,
-        "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms, "onFailure": on_failure,
-    }  # fmt: skip
-    if unique_key is not None or unique_for_ms:  # only a flow's root may have them
-        body.update(uniqueKey=unique_key, uniqueForMs=unique_for_ms)
-    if children:
-        body["children"] = [job_body(**child) for child in children]
-    return body
-
-
-class Client:
+class Client(ClientAdmin):
     """Jobs on Redis, for asyncio code. One client per event loop; it is safe to share between
     that loop's tasks. Its Redis connections open on first use; `close()` (or `async with`)
     closes them."""
@@ -192,67 +137,11 @@ class Client:
         """Remove the job everywhere (an active one is stopped first). Raises JobNotFound."""
         await self.store.delete(_job_id(job_id))
 
-    async def set_queue_settings(self, queue: str, **changes: Any) -> dict[str, Any]:
-        """A queue's limits and retention, as `PATCH /api/admin/queues/{name}`: any of
-        `rate_limit={"max": 10, "perMs": 1000}`, `concurrency=3`,
-        `retention={"completed": {"maxCount": 1000}}`; None removes one, one left out stays.
-        Returns the queue's settings (camelCase, as the API shows them). Raises InvalidJob (with
-        the field) for a bad value, TypeError for an unknown option."""
-        names = {"rate_limit": "rateLimit", "concurrency": "concurrency", "retention": "retention"}
-        unknown = sorted(set(changes) - set(names))
-        if unknown:
-            raise TypeError(f"set_queue_settings() got an unexpected keyword argument {unknown[0]!r}")
-        try:
-            check_queue_name(queue)
-            current = await self.queue_settings.get(queue)
-            updated = parse_patch({names[name]: value for name, value in changes.items()}, current)
-        except ApiError as error:
-            raise InvalidJob(error.message, error.field) from None
-        if updated != current:
-            await self.queue_settings.set(queue, updated)
-        return updated.to_api()
-
     async def children(self, job_id: str) -> list[Job]:
         """A parent's children, in creation order. Raises JobNotFound."""
         await self.store.get(_job_id(job_id))
         jobs, _ = await self.store.children(job_id, 1000, 0)
         return jobs
-
-    # -- schedules: as /api/schedules (the dicts are the API's schedule JSON) --------------------
-    async def add_schedule(
-        self,
-        job: Mapping[str, Any],
-        *,
-        cron: str | None = None,
-        every_ms: int | None = None,
-        timezone: str = "UTC",
-        id: str | None = None,  # noqa: A002 - the API's name for it
-        paused: bool = False,
-    ) -> dict[str, Any]:
-        """A schedule that creates `job` (a dict of `enqueue`'s arguments) on a cron timetable in
-        `timezone`, or every `every_ms`. Raises InvalidJob naming the field, or ValueError if
-        the id is taken."""
-        body: dict[str, Any] = {"job": job_body(**job), "timezone": timezone, "paused": paused}
-        body.update({"cron": cron} if cron is not None else {"everyMs": every_ms})
-        if id is not None:
-            body["id"] = id
-        try:
-            return (await self.schedules_store.create(parse_schedule(body))).to_api()
-        except ApiError as error:
-            if error.status == 409:
-                raise ValueError(error.message) from None
-            raise InvalidJob(error.message, error.field) from None
-
-    async def schedules(self) -> list[dict[str, Any]]:
-        return [s.to_api() for s in await self.schedules_store.all()]
-
-    async def trigger_schedule(self, schedule_id: str) -> Job:
-        """Create the schedule's job now. Raises ScheduleNotFound."""
-        return await self.schedules_store.trigger(schedule_id)
-
-    async def remove_schedule(self, schedule_id: str) -> None:
-        """Remove the schedule (its jobs stay). Raises ScheduleNotFound."""
-        await self.schedules_store.delete(schedule_id)
 
     async def wait(self, job_id: str, timeout: float | None = 30.0) -> Job:
         """The job once it is finished (completed, failed or cancelled). Raises TimeoutError after
