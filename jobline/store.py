@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ from .keys import Keys, new_job_id
 from .store_flows import FlowSide
 from .store_worker import WorkerSide, pairs
 from .models import Job, NewJob, Priority, Status
+
+REGISTER_EVERY_S = 10.0
 
 # A script call: the registered script, its keys and its args.
 Call = tuple[AsyncScript, list[str], list[Any]]
@@ -76,6 +79,7 @@ class JobStore(WorkerSide, FlowSide):
         self.redis = client
         self.keys = keys or Keys()
         self.cluster = isinstance(client, RedisCluster)
+        self._registered: dict[str, float] = {}  # queue -> when this process last registered it
         register = client.register_script
         self._enqueue = register(scripts.ENQUEUE)
         self._flow_step = register(scripts.FLOW_STEP)
@@ -135,6 +139,7 @@ class JobStore(WorkerSide, FlowSide):
         by_queue: dict[str, list[Node]] = {}
         for node in nodes:
             by_queue.setdefault(node[0].queue, []).append(node)
+        await self._register(list(by_queue))
         # One clock reading (µs) for a batch across queues, so that it lists in its own order.
         base: int | str = ""
         if len(by_queue) > 1:
@@ -180,6 +185,16 @@ class JobStore(WorkerSide, FlowSide):
         if new_queues:  # the registry is global: kept out of the scripts, written once per queue
             await self.redis.sadd(k.queues, *new_queues)
         return outcome
+
+    async def _register(self, queues: list[str]) -> None:
+        """Name the queues in the registry before their first event goes out: a stream that
+        subscribes meanwhile replays the logs of the queues it finds there. Once per queue every
+        REGISTER_EVERY_S per process (the scripts' new-queue flag covers a queue deleted since)."""
+        now = time.monotonic()
+        stale = [q for q in queues if now - self._registered.get(q, -REGISTER_EVERY_S) >= REGISTER_EVERY_S]
+        if stale:
+            await self.redis.sadd(self.keys.queues, *stale)
+            self._registered.update(dict.fromkeys(stale, now))
 
     async def _run_each(self, calls: list[Call]) -> list[Any]:
         """Each call's reply, or the exception it failed with."""
