@@ -19,8 +19,8 @@ for i = 1, count do
   if redis.call('EXISTS', KEYS[BLOCK + 2 * i]) == 1 then return redis.error_reply('ERR job id taken') end
 end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local base = tonumber(ARGV[1]) or tonumber(time[1]) * 1000000 + tonumber(time[2])  -- exact as a double
+local now = math.floor(base / 1000)  -- the batch's one clock reading: createdAt in its order too
 local seq = tonumber(redis.call('HGET', META, 'seq'))
 local out = {seq and 0 or 1, {}}
 seq = seq or 0
