@@ -72,8 +72,15 @@ async def list_workers(request: web.Request) -> web.Response:
 
 
 async def bulk_jobs(request: web.Request) -> web.Response:
-    action, ids, status = v.parse_bulk(await read_json(request))
-    return web.json_response({"affected": await request.app[ADMIN].bulk(action, ids, status)})
+    action, ids, status, group = v.parse_bulk(await read_json(request))
+    return web.json_response({"affected": await request.app[ADMIN].bulk(action, ids, status, group)})
+
+
+async def list_failures(request: web.Request) -> web.Response:
+    queue = request.query.get("queue") or None
+    if queue is not None:
+        v.check_queue_name(queue)
+    return web.json_response({"groups": await request.app[ADMIN].failures.groups(queue)})
 
 
 def render_metrics(figures: dict[str, Any]) -> str:
@@ -93,6 +100,9 @@ def render_metrics(figures: dict[str, Any]) -> str:
         family(f"jobline_jobs_{outcome}_total", "counter", f"Jobs {outcome}, by queue.")
         for queue, q in queues.items():
             lines.append(f'jobline_jobs_{outcome}_total{{queue="{queue}"}} {int(q["meta"].get(f"{outcome}Total", 0))}')
+    family("jobline_stuck_jobs", "gauge", "Active jobs whose progress stopped moving while their worker lives.")
+    for queue, q in queues.items():
+        lines.append(f'jobline_stuck_jobs{{queue="{queue}"}} {q["stuck"]}')
     family("jobline_workers", "gauge", "Live workers (heartbeat within their lease).")
     lines.append(f"jobline_workers {figures['workers']}")
     family("jobline_job_duration_seconds", "histogram", "Run time of completed jobs, by queue.")
@@ -128,6 +138,7 @@ def add_routes(app: web.Application) -> None:
             web.post("/api/admin/queues/{name}/resume", resume_queue),
             web.post("/api/admin/queues/{name}/clean", clean_queue),
             web.get("/api/admin/workers", list_workers),
+            web.get("/api/admin/failures", list_failures),
             web.get("/metrics", metrics),
         ]
     )

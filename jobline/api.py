@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from . import validation as v
 from .errors import read_json
 from .idempotency import idempotent
 from .models import Job
+from .search import Search
 from .store import JobStore
 
 STORE = web.AppKey("store", JobStore)
+SEARCH = web.AppKey("search", Search)
 
 
 def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> web.Response:
@@ -36,7 +40,11 @@ async def create_jobs(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     statuses, queue, job_type, limit, offset = v.parse_list_query(request.query)
-    jobs, total = await request.app[STORE].list(statuses, queue, job_type, limit, offset)
+    q, tags = v.parse_search_query(request.query)
+    if q or tags:
+        jobs, total = await request.app[SEARCH].find(q, tags, statuses, queue, job_type, limit, offset)
+    else:
+        jobs, total = await request.app[STORE].list(statuses, queue, job_type, limit, offset)
     return web.json_response(
         {"jobs": [j.to_api() for j in jobs], "total": total, "limit": limit, "offset": offset}
     )
@@ -96,6 +104,11 @@ JOB = r"/api/jobs/{id:(?!batch$|bulk$|stream$)[^{}/]+}"
 
 
 def add_routes(app: web.Application) -> None:
+    async def search_ctx(app: web.Application) -> Any:
+        app[SEARCH] = Search(app[STORE])
+        yield
+
+    app.cleanup_ctx.append(search_ctx)
     app.router.add_routes(
         [
             web.post("/api/jobs", create_job),

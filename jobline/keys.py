@@ -135,6 +135,26 @@ class Keys:
     def type_index(self, queue: str, job_type: str) -> str:
         return f"{self._queue(queue)}:type:{job_type}"
 
+    def names(self, queue: str) -> str:
+        """Sorted set of "<id>\t<casefolded name>" by seq: what a search scans (findable.lua)."""
+        return f"{self._queue(queue)}:names"
+
+    def tag_index(self, queue: str, tag: str) -> str:
+        """Sorted set of the queue's ids that carry `tag`, by seq."""
+        return f"{self._queue(queue)}:tag:{tag}"
+
+    def failure_groups(self, queue: str) -> str:
+        """Sorted set of failure fingerprints by how many failed jobs are in each group."""
+        return f"{self._queue(queue)}:failure-groups"
+
+    def failure_info(self, queue: str) -> str:
+        """Hash: per fingerprint, its type, pattern, sample message, first and last seen."""
+        return f"{self._queue(queue)}:failure-info"
+
+    def failure_group(self, queue: str, fingerprint: str) -> str:
+        """Sorted set of the failed ids of one group, by seq."""
+        return f"{self._queue(queue)}:fg:{fingerprint}"
+
     def temp(self, queue: str, token: str) -> str:
         """Short-lived scratch key for combined listing filters, in the queue's slot."""
         return f"{self._queue(queue)}:tmp:{token}"

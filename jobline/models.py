@@ -82,6 +82,10 @@ class Job:
     # While this job is unfinished (and for unique_for_ms after its creation), a create with the
     # same key in its queue returns this job instead of creating one.
     unique_key: str | None = None
+    tags: list[str] = field(default_factory=list)
+    progress_at: int | None = None  # epoch ms of the last progress change
+    progress_steps: int = 0  # progress changes in the current attempt (progress health)
+    failure_group: str | None = None  # the fingerprint of its last failure (failure groups)
     rev: int = 0
     # The handler's saved checkpoint (ctx.save_state): only the single-job view shows it.
     state: dict[str, Any] | None = field(default=None, metadata={"api": False})
@@ -152,7 +156,9 @@ _INT_FIELDS = frozenset(
     {_camel(f.name) for f in fields(Job) if _HINTS[f.name] in (int, int | None)} | {"seq"}  # seq: hash only
 )
 _JSON_FIELDS = frozenset(
-    _camel(f.name) for f in fields(Job) if _HINTS[f.name] in (Any, dict[str, Any], dict[str, Any] | None)
+    _camel(f.name)
+    for f in fields(Job)
+    if _HINTS[f.name] in (Any, dict[str, Any], dict[str, Any] | None, list[str])
 )
 # The API's job fields, in order. scripts.py builds the same JSON in Lua for events; a test holds
 # the two to the same output.
@@ -181,6 +187,7 @@ class NewJob:
     on_failure: OnFailure = OnFailure.FAIL_PARENT
     job_id: str | None = None  # given (a schedule's job for one due time), else a fresh one
     schedule_id: str | None = None
+    tags: tuple[str, ...] = ()
 
     def tree_size(self) -> int:
         return 1 + sum(child.tree_size() for child in self.children)

@@ -22,6 +22,7 @@ from .openapi_schemas import (
     ID_PARAM,
     QUEUE_PARAM,
     EMPTY_BODY,
+    NAME,
     NAME_FILTER,
     STATUS_FILTER,
     SCHEMAS,
@@ -34,6 +35,11 @@ PAGE_PARAMS = [
 
 
 SCHEDULE_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": SCHEDULE_ID_RE.pattern}}
+
+
+def _only(field: str, *without: str) -> dict[str, Any]:
+    """A schema: `field` is given and none of `without` is."""
+    return {"required": [field], "not": {"anyOf": [{"required": [other]} for other in without]}}
 
 
 def _schedule_action(summary: str) -> dict[str, Any]:
@@ -91,6 +97,11 @@ PATHS: dict[str, Any] = {
                 {"name": "status", "in": "query", "schema": STATUS_FILTER},
                 {"name": "type", "in": "query", "schema": NAME_FILTER},
                 {"name": "queue", "in": "query", "schema": NAME_FILTER},
+                {"name": "q", "in": "query", "description": "A job id exactly, or a piece of the name (any case).",
+                 "schema": {"type": "string", "maxLength": v.MAX_QUERY_CHARS}},
+                {"name": "tag", "in": "query", "description": "Jobs with this tag; repeat it: all must match.",
+                 "style": "form", "explode": True,
+                 "schema": {"type": "array", "maxItems": v.MAX_TAGS, "items": {"type": "string", "pattern": v.TAG_RE.pattern}}},
                 *PAGE_PARAMS,
             ],  # fmt: skip
             "responses": {"200": json_response(ref("JobList"), "A page of jobs."), **error_responses(400)},
@@ -151,15 +162,19 @@ PATHS: dict[str, Any] = {
     },
     "/api/jobs/bulk": {
         "post": {
-            "summary": "Retry, cancel or delete jobs by ids or by status",
+            "summary": "Retry, cancel or delete jobs by ids, by status, or by failure group",
             "requestBody": request_body({
                 "type": "object", "required": ["action"], "additionalProperties": False,
-                "oneOf": [{"required": ["ids"]}, {"required": ["status"]}],
+                "oneOf": [_only("ids", "status", "failureGroup", "queue"), _only("status", "ids", "failureGroup", "queue"),
+                          _only("failureGroup", "ids", "status")],
                 "properties": {
                     "action": {"type": "string", "enum": list(v.BULK_ACTIONS)},
                     "ids": {"type": "array", "minItems": 1, "maxItems": v.MAX_BULK_IDS,
                             "items": {"type": "string", "pattern": v.ID_RE.pattern}},
                     "status": {"type": "string", "enum": list(STATUSES)},
+                    "failureGroup": {"type": "string", "pattern": v.FINGERPRINT_RE.pattern,
+                                     "description": "Every job still failed in this group (GET /api/admin/failures)."},
+                    "queue": {**NAME, "description": "With failureGroup: only this queue's jobs."},
                 },
             }),  # fmt: skip
             "responses": {
@@ -270,6 +285,18 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": json_response({"type": "object", "properties": {"removed": {"type": "integer"}}}, "How many were removed."),
                 **error_responses(400, 415),
+            },
+        }
+    },
+    "/api/admin/failures": {
+        "get": {
+            "summary": "Failure groups: failed jobs grouped by the fingerprint of their last failure, most jobs first",
+            "parameters": [{"name": "queue", "in": "query", "schema": NAME_FILTER}],
+            "responses": {
+                "200": json_response(
+                    {"type": "object", "properties": {"groups": {"type": "array", "items": ref("FailureGroup")}}}, "Groups."
+                ),
+                **error_responses(400),
             },
         }
     },

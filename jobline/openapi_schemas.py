@@ -140,6 +140,10 @@ SCHEMAS: dict[str, Any] = {
                 },
             },  # fmt: skip
             "uniqueKey": NULL_STR,
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "progressAt": {**NULL_INT, "description": "Epoch ms of the last progress change."},
+            "progressSteps": {"type": "integer", "minimum": 0, "description": "Progress changes in this attempt."},
+            "failureGroup": {**NULL_STR, "description": "The fingerprint of its last failure (GET /api/admin/failures)."},
             "rev": {"type": "integer", "minimum": 1},
             "logs": {"type": "array", "items": {"type": "string"}, "description": "Only in the single-job view."},
             "events": {
@@ -192,7 +196,26 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Keeps the uniqueKey taken this long after creation, even once the job "
                 "finished (throttling). No effect without a uniqueKey.",
             },
+            "tags": {
+                "type": "array", "maxItems": v.MAX_TAGS, "uniqueItems": False,
+                "items": {"type": "string", "pattern": v.TAG_RE.pattern},
+                "description": "Found with GET /api/jobs?tag=.",
+            },
             **FLOW_FIELDS,
+        },
+    },
+    "FailureGroup": {
+        "type": "object",
+        "properties": {
+            "fingerprint": {"type": "string", "pattern": v.FINGERPRINT_RE.pattern},
+            "queue": {"type": "string"},
+            "type": {"type": "string"},
+            "pattern": {"type": "string", "description": "The message with its variable parts replaced."},
+            "sample": {"type": "string", "description": "The group's latest failure reason."},
+            "count": {"type": "integer", "description": "Jobs now failed whose last failure has this fingerprint."},
+            "firstSeen": {"type": "integer"},
+            "lastSeen": {"type": "integer"},
+            "jobIds": {"type": "array", "maxItems": 10, "items": {"type": "string"}},
         },
     },
     "ChildJob": {

@@ -14,6 +14,8 @@ from typing import Any
 from . import scripts
 from .models import DEFAULT_QUEUE, STATUSES
 from .connections import redis_now_ms
+from .failures import FailureGroups
+from .health import STUCK_FIELDS, is_stuck
 from .liveness import Registry
 from .queue_settings import QueueSettings
 from .store import JobStore
@@ -44,6 +46,7 @@ class QueueAdmin:
         self.redis = store.redis
         self.keys = store.keys
         self.registry = Registry(store)
+        self.failures = FailureGroups(store)
         self._set_paused = self.redis.register_script(scripts.SET_PAUSED)
         self._delete_queue = self.redis.register_script(scripts.DELETE_QUEUE)
 
@@ -113,12 +116,19 @@ class QueueAdmin:
             removed += sum(1 for reply in replies.values() if reply[0] == "ok")
         return removed
 
-    async def bulk(self, action: str, ids: list[str] | None = None, status: str | None = None) -> int:
-        """Apply an action to the given ids, or to every job in a status; returns how many changed."""
-        batches = _batches(ids) if ids is not None else self._ids_in_status(status or "")
+    async def bulk(
+        self, action: str, ids: list[str] | None = None, status: str | None = None,
+        group: tuple[str, str | None] | None = None,
+    ) -> int:  # fmt: skip
+        """Apply an action to the given ids, to every job in a status, or to every job of a failure
+        group (fingerprint, queue or None: all queues) still failed; returns how many changed."""
+        if group is not None:
+            batches, only = self.failures.job_ids(*group), "failed"
+        else:
+            batches, only = _batches(ids) if ids is not None else self._ids_in_status(status or ""), ""
         affected = 0
         async for batch in batches:
-            replies = await self.store.apply(action, batch)
+            replies = await self.store.apply(action, batch, only_status=only)
             affected += sum(1 for reply in replies.values() if reply[0] == "ok")
         return affected
 
@@ -224,11 +234,31 @@ class QueueAdmin:
                 pipe.hgetall(k.meta(q))
             replies = await pipe.execute()
         per_queue = len(STATUSES) + 1
-        out: dict[str, Any] = {"queues": {}, "workers": len(await self.workers())}
+        live = await self.registry.live_workers()
+        stuck = await self.stuck_jobs(names, {info["id"] for info in live})
+        out: dict[str, Any] = {"queues": {}, "workers": len(live)}
         for i, name in enumerate(names):
             chunk = replies[i * per_queue : (i + 1) * per_queue]
-            out["queues"][name] = {"counts": dict(zip(STATUSES, chunk[:-1])), "meta": chunk[-1]}
+            out["queues"][name] = {"counts": dict(zip(STATUSES, chunk[:-1])), "meta": chunk[-1], "stuck": stuck[name]}
         return out
+
+    async def stuck_jobs(self, queues: list[str], live_workers: set[str]) -> dict[str, int]:
+        """How many active jobs of each queue are stuck (health.is_stuck)."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.zrange(k.queue_status_index(q, "active"), 0, -1)
+            active = await pipe.execute()
+        now = await self.now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ids in active:
+                for job_id in ids:
+                    pipe.hmget(k.job(job_id), STUCK_FIELDS)
+            fields = iter(await pipe.execute())
+        return {
+            q: sum(is_stuck(dict(zip(STUCK_FIELDS, next(fields))), now, live_workers) for _ in ids)
+            for q, ids in zip(queues, active)
+        }
 
 
 def _served(live: list[dict[str, str]]) -> list[str]:

@@ -121,6 +121,8 @@ REQUEUE = load("requeue")
 RECOVER_ORPHANS = load("recover_orphans")
 PROMOTE_DUE = load("promote_due")
 PAGE = load("page")
+SEARCH = load("search")
+FAILURE_GROUPS = load("failure_groups")
 # API actions on one job: ARGV[1] id, ARGV[2] job channel; each returns {outcome, detail}.
 CANCEL = load("cancel")
 RETRY = load("retry")

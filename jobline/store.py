@@ -67,7 +67,7 @@ def _new_job(new: NewJob) -> Job:
         id=new.job_id or new_job_id(new.queue), schedule_id=new.schedule_id, name=new.name, type=new.type, queue=new.queue, data=new.data,
         priority=new.priority, max_attempts=new.max_attempts, backoff_ms=new.backoff_ms,
         max_backoff_ms=new.max_backoff_ms, timeout_ms=new.timeout_ms, unique_key=new.unique_key,
-        unique_for_ms=new.unique_for_ms or None,
+        unique_for_ms=new.unique_for_ms or None, tags=list(new.tags),
     )  # fmt: skip
 
 
@@ -151,6 +151,7 @@ class JobStore(WorkerSide, FlowSide):
             keys, args = [*k.queue_block(queue), k.queue_jobs(queue)], [base]
             for job, delay, child_ids in members:
                 fields = [item for pair in job.to_redis().items() for item in pair]
+                fields += ["foldedName", job.name.casefold()]  # the search index's form (findable.lua)
                 keys += [k.job(job.id), k.type_index(queue, job.type)]
                 args += [
                     job.id, k.job_channel(job.id), delay, place[job.id], len(fields) // 2, *fields,
@@ -298,9 +299,9 @@ class JobStore(WorkerSide, FlowSide):
             total += queue_total
             scored += [(float(score), job_id) for job_id, score in zip(page[::2], page[1::2])]
         scored.sort(reverse=True)
-        return await self._load([job_id for _, job_id in scored[offset : offset + limit]]), total
+        return await self.load([job_id for _, job_id in scored[offset : offset + limit]]), total
 
-    async def _load(self, ids: list[str]) -> list[Job]:
+    async def load(self, ids: list[str]) -> list[Job]:
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:  # on a cluster: one per node

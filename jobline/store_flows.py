@@ -29,7 +29,7 @@ class FlowSide:
     async def apply(self, action: str, ids: list[str], extra: tuple[Any, ...] = (), only_status: str = "") -> dict[str, list[Any]]:
         raise NotImplementedError
 
-    async def _load(self, ids: list[str]) -> list[Job]:
+    async def load(self, ids: list[str]) -> list[Job]:
         raise NotImplementedError
 
     async def deliver_to_parents(self, queue: str) -> int:
@@ -102,4 +102,4 @@ class FlowSide:
             pipe.llen(key)
             pipe.lrange(key, offset, offset + limit - 1)
             total, ids = await pipe.execute()
-        return await self._load(ids), total
+        return await self.load(ids), total

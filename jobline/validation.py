@@ -37,12 +37,17 @@ STATUS_VALUES = tuple(s.value for s in Status)
 CREATE_FIELDS = frozenset(
     {
         "name", "type", "queue", "data", "priority", "delayMs", "maxAttempts", "backoffMs", "maxBackoffMs",
-        "timeoutMs", "uniqueKey", "uniqueForMs", "children", "onFailure",
+        "timeoutMs", "uniqueKey", "uniqueForMs", "children", "onFailure", "tags",
     }
 )  # fmt: skip
 CHILD_FIELDS = CREATE_FIELDS - {"uniqueKey", "uniqueForMs"}  # a flow's uniqueKey is its root's
 MAX_FLOW_JOBS = 1000
 MAX_FLOW_DEPTH = 10
+TAG_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TAG_RULE = "must match ^[A-Za-z0-9_.:-]{1,64}$"
+MAX_TAGS = 10
+MAX_QUERY_CHARS = 200
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{16}$")
 MAX_UNIQUE_KEY_CHARS = 200
 MAX_UNIQUE_FOR_MS = 365 * 24 * 3600 * 1000
 
@@ -132,7 +137,17 @@ def _parse_job(body: Any, fields: AbstractSet[str], depth: int) -> NewJob:
         unique_for_ms=unique_for_ms,
         children=_children(body.get("children", []), depth),
         on_failure=_on_failure(body.get("onFailure", OnFailure.FAIL_PARENT.value)),
+        tags=_tags(body.get("tags", [])),
     )
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise invalid("tags", f"must be a list of at most {MAX_TAGS} tags")
+    for tag in value:
+        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+            raise invalid("tags", f"every tag {TAG_RULE}")
+    return tuple(dict.fromkeys(value))
 
 
 def _children(items: Any, depth: int) -> tuple[NewJob, ...]:
@@ -226,6 +241,20 @@ def _query_int(query: Any, field: str, default: int, low: int, high: int) -> int
     return value
 
 
+def parse_search_query(query: Any) -> tuple[str | None, list[str]]:
+    """?q=&tag=&tag= -> (q, tags): q a job id or a piece of a name, every tag to match."""
+    q = query.get("q") or None
+    if q is not None and len(q) > MAX_QUERY_CHARS:
+        raise invalid("q", f"must be at most {MAX_QUERY_CHARS} characters")
+    tags = query.getall("tag", []) if hasattr(query, "getall") else list(filter(None, [query.get("tag")]))
+    if len(tags) > MAX_TAGS:
+        raise invalid("tag", f"at most {MAX_TAGS} tags")
+    for tag in tags:
+        if not TAG_RE.fullmatch(tag):
+            raise invalid("tag", TAG_RULE)
+    return q, list(dict.fromkeys(tags))
+
+
 def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, int, int]:
     """?status=a,b&type=&queue=&limit=&offset= -> (statuses, queue, type, limit, offset)."""
     statuses: list[Status] = []
@@ -267,18 +296,29 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-def parse_bulk(body: Any) -> tuple[str, list[str] | None, str | None]:
-    """{"action", "ids": [...]} or {"action", "status"} -> (action, ids, status)."""
-    body = _object(body, {"action", "ids", "status"})
+def parse_bulk(body: Any) -> tuple[str, list[str] | None, str | None, tuple[str, str | None] | None]:
+    """{"action", "ids": [...]}, {"action", "status"} or {"action", "failureGroup", "queue"?} ->
+    (action, ids, status, (fingerprint, queue or None))."""
+    body = _object(body, {"action", "ids", "status", "failureGroup", "queue"})
     action = body.get("action")
     if action not in BULK_ACTIONS:
         raise invalid("action", f"must be one of {', '.join(BULK_ACTIONS)}")
-    if ("ids" in body) == ("status" in body):
-        raise invalid("ids", 'give either "ids" or "status"')
+    if sum(field in body for field in ("ids", "status", "failureGroup")) != 1:
+        raise invalid("ids", 'give one of "ids", "status" or "failureGroup"')
+    if "queue" in body and "failureGroup" not in body:
+        raise invalid("queue", 'goes with "failureGroup" only')
+    if "failureGroup" in body:
+        group = body["failureGroup"]
+        if not isinstance(group, str) or not FINGERPRINT_RE.fullmatch(group):
+            raise invalid("failureGroup", "must be a failure group's fingerprint (16 hex digits)")
+        queue = body.get("queue")
+        if "queue" in body and (not isinstance(queue, str) or not NAME_RE.fullmatch(queue)):
+            raise invalid("queue", NAME_RULE)
+        return action, None, None, (group, queue)
     if "status" in body:
         if body["status"] not in STATUS_VALUES:
             raise invalid("status", f"unknown status; use any of {', '.join(STATUS_VALUES)}")
-        return action, None, body["status"]
+        return action, None, body["status"], None
     ids = body["ids"]
     if not isinstance(ids, list) or not ids:
         raise invalid("ids", "must be a non-empty list of job ids")
@@ -286,7 +326,7 @@ def parse_bulk(body: Any) -> tuple[str, list[str] | None, str | None]:
         raise invalid("ids", f"at most {MAX_BULK_IDS} ids per request")
     if not all(isinstance(i, str) and ID_RE.fullmatch(i) for i in ids):
         raise invalid("ids", "every id must match ^[A-Za-z0-9_-]{1,64}$")
-    return action, list(dict.fromkeys(ids)), None
+    return action, list(dict.fromkeys(ids)), None, None
 
 
 def parse_clean(body: Any) -> tuple[str, int]:

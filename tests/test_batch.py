@@ -186,7 +186,7 @@ async def test_get_on_the_batch_path_is_not_a_job_lookup(client: Any) -> None:
         ([{"name": "a"}, {"name": "b"}, {"type": "echo"}, {"name": "d"}], "jobs[2].name"),
         ([{"name": "a"}, {"name": "b"}, {"name": ""}], "jobs[2].name"),
         ([{"name": "a", "type": "demo", "data": {"steps": 0}}], "jobs[0].data.steps"),
-        ([{"name": "a"}, {"name": "b", "tags": ["x"]}], "jobs[1].tags"),
+        ([{"name": "a"}, {"name": "b", "tags": ["no spaces"]}], "jobs[1].tags"),
         ([{"name": "a"}, "not an object"], "jobs[1]"),
         ([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d", "maxAttempts": 0}], "jobs[3].maxAttempts"),
         ([{"name": "a", "priority": "urgent"}], "jobs[0].priority"),

@@ -82,6 +82,8 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
     assert (await client.patch("/api/admin/queues/default", json=limits)).status == 200
     listed = await client.get("/api/jobs", params={"status": ["waiting", "delayed"], "type": "demo"})
     assert listed.status == 200
+    searched = await client.get("/api/jobs", params={"q": "later", "tag": "t", "status": "waiting,delayed", "type": "demo"})
+    assert searched.status == 200
     # Running: progress, logs, state, custom events, a failure with a retry, completions, a retry
     # that becomes due, a job put back when its worker stops.
     worker = await start_worker(queues=("default", "other", "slow"), grace_s=0.2)
@@ -104,6 +106,7 @@ async def test_every_script_call_keeps_its_keys_in_one_slot(
     await create_job(client, name="orphan", queue="orphans")
     [orphan] = await store.claim("orphans", "gone-worker", 1)
     assert await store.recover_orphans("orphans", min_age_ms=-1) == 1  # claimed this very millisecond, maybe
+    assert (await client.get("/api/admin/failures")).status == 200
     bulk = await client.post("/api/jobs/bulk", json={"action": "retry", "status": "failed"})
     assert bulk.status == 200
     clean = await client.post("/api/admin/queues/default/clean", json={"status": "completed", "olderThanMs": 0})

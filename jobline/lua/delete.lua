@@ -9,12 +9,13 @@ local key, logs, queue_jobs = KEYS[BLOCK + 1], KEYS[BLOCK + 2], KEYS[BLOCK + 3]
 local type_jobs, processing, custom = KEYS[BLOCK + 4], KEYS[BLOCK + 5], KEYS[BLOCK + 6]
 local id, channel, control_channel, worker_id, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local f = redis.call('HMGET', key, 'status', 'workerId', 'queue', 'uniqueKey', 'parentId', 'parentQueue', 'onFailure',
-  'token')
+  'token', 'seq', 'tags')
 local status = f[1]
 if not status then return {'missing'} end
 if expected ~= '' and status ~= expected then return {'conflict', status} end
 if not withdraw(id, status, f[2], worker_id, processing, control_channel, f[8]) then return {'moved'} end
 index_status(id, nil, status, nil)
+unindex_findable(id, f[9], f[10])
 redis.call('ZREM', queue_jobs, id)
 redis.call('ZREM', type_jobs, id)
 redis.call('DEL', key, logs, custom, key .. ':children', key .. ':children:done')

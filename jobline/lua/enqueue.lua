@@ -1,7 +1,8 @@
 -- KEYS[1..B] queue block, KEYS[B+1] queue jobs index,
 -- then per job i: KEYS[B+2i] its hash, KEYS[B+1+2i] its type's index
 -- ARGV[1] the batch's clock reading (µs) when it spans queues, else '' (now), then per job: id,
--- job channel, delay ms, its place in the batch, n, then n field/value pairs, m, then the ids of
+-- job channel, delay ms, its place in the batch, n, then n field/value pairs (with foldedName, the
+-- casefolded name for the search index, which is not saved), m, then the ids of
 -- its m children (a parent waits for them: `waiting-children`; they are created in the same
 -- batch, maybe on other queues)
 -- Creates every job or none (an id taken fails the call before any write). The queue's keys come
@@ -31,6 +32,8 @@ for i = 1, count do
   local place, n = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local job = {}
   for j = a + 5, a + 4 + 2 * n, 2 do job[ARGV[j]] = ARGV[j + 1] end
+  local folded_name = job.foldedName  -- for the search index only, not saved
+  job.foldedName = nil
   a = a + 5 + 2 * n
   local child_ids = {unpack(ARGV, a + 1, a + tonumber(ARGV[a]))}
   a = a + 1 + #child_ids
@@ -46,6 +49,7 @@ for i = 1, count do
     job.seq, job.createdAt, job.token = seq, now, 0
     redis.call('ZADD', queue_jobs, seq, id)
     redis.call('ZADD', type_jobs, seq, id)
+    index_findable(id, seq, folded_name or '', job.tags)
     if #child_ids > 0 then
       job.status = 'waiting-children'
       redis.call('RPUSH', key .. ':children', unpack(child_ids))

@@ -37,6 +37,7 @@ elseif ARGV[6] == '1' and made < max then
 else
   changes.status, changes.finishedAt = 'failed', now
 end
+if limited_ms == 0 then mark_failure(h, changes, now) end
 index_status(id, h.seq, 'active', changes.status)
 save(key, h, changes, channel)
 if changes.status == 'failed' then

@@ -26,6 +26,7 @@ if h.status == 'waiting-children' then
     if outcome == 'failed' then what = 'failed: ' .. reason elseif reason ~= '' then what = reason end
     changes.status, changes.finishedAt = 'failed', now
     changes.failedReason = 'child ' .. child .. ' ' .. what
+    mark_failure(h, changes, now)
     index_status(id, h.seq, 'waiting-children', 'failed')
     for _, other in ipairs(redis.call('LRANGE', key .. ':children', 0, -1)) do
       if redis.call('SISMEMBER', key .. ':children:done', other) == 0 then unfinished[#unfinished + 1] = other end

@@ -8,7 +8,10 @@ local key, logs = KEYS[2], KEYS[3]
 local h = load_job(key)
 if not holds_lease(h, ARGV[2], ARGV[3]) then return 0 end
 local changes = {}
-if ARGV[4] ~= '' then changes.progress = ARGV[4] end
+if ARGV[4] ~= '' and ARGV[4] ~= h.progress then  -- progress health reads when and how often it moved
+  changes.progress, changes.progressAt = ARGV[4], now_ms()
+  changes.progressSteps = (tonumber(h.progressSteps) or 0) + 1
+end
 if ARGV[5] == '1' then changes.action = ARGV[6] end
 if ARGV[10] == '1' then changes.state = ARGV[11] end  -- fenced with the rest: a stale worker cannot
 if ARGV[7] == '1' then

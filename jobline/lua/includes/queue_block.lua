@@ -23,6 +23,8 @@ local QUEUE_STEM = string.sub(META, 1, -5)
 local JOB_PREFIX = string.match(QUEUE_STEM, '^(.*:{%x+}:)queue:') .. 'job:'
 local UNFINISHED = {waiting = true, delayed = true, active = true, ['waiting-children'] = true}
 
+--@include findable
+
 -- Uniqueness: a key per uniqueKey (keys.Keys.unique), holding "<job id> <until ms>": taken while
 -- its job is unfinished, and until `until` (creation plus uniqueForMs) even once it finished.
 local function unique_name(unique_key)
@@ -57,9 +59,11 @@ local function release_unique(h, now, removed)
 end
 
 -- Move a job between status indexes; nil old or new: only add or only remove. The job's own
--- `status` field is the caller's change to save.
+-- `status` field is the caller's change to save. A job that stops being failed leaves its failure
+-- group (one that becomes failed joins it in mark_failure, which knows the reason).
 local function index_status(id, seq, old, new)
   if old then redis.call('ZREM', STATUS_INDEX[old], id) end
+  if old == 'failed' and new ~= 'failed' then leave_failure_group(id) end
   if new then redis.call('ZADD', STATUS_INDEX[new], seq, id) end
 end
 
@@ -157,7 +161,7 @@ local function claim_moved(id, processing, worker_id, job_prefix, channel_prefix
   return save(key, h, {
     status = 'active', startedAt = now, workerId = worker_id,
     attemptsMade = (tonumber(h.attemptsMade) or 0) + 1, token = token,
-    finishedAt = false, runAt = false, action = false,
+    finishedAt = false, runAt = false, action = false, progressSteps = 0,
   }, channel_prefix .. id .. ':progress')
 end
 
@@ -235,6 +239,7 @@ local function put_back(id, key, h, channel, stalled, max_recoveries)
   if changes.failedReason then
     now = now_ms()
     changes.status, changes.finishedAt = 'failed', now
+    mark_failure(h, changes, now)
   else
     changes.status = 'waiting'
     push_waiting(id, h.priority, true)

@@ -6,9 +6,11 @@ local CHANNEL_PREFIX = string.match(QUEUE_STEM, '^(.*):{%x+}:queue:') .. ':job:'
 -- Remove a finished job entirely, and say so.
 local function forget(id)
   local key = JOB_PREFIX .. id
-  local f = redis.call('HMGET', key, 'status', 'type', 'uniqueKey', 'queue')
+  local f = redis.call('HMGET', key, 'status', 'type', 'uniqueKey', 'queue', 'seq', 'tags', 'failureGroup')
   if not f[1] then return end
   redis.call('ZREM', STATUS_INDEX[f[1]], id)
+  unindex_findable(id, f[5], f[6])
+  if f[1] == 'failed' then leave_failure_group(id, f[7]) end
   redis.call('ZREM', QUEUE_STEM .. 'jobs', id)
   redis.call('ZREM', QUEUE_STEM .. 'type:' .. f[2], id)
   redis.call('DEL', key, key .. ':logs', key .. ':events', key .. ':children', key .. ':children:done')
