@@ -37,6 +37,8 @@ from .models import (
 from .store import JobNotFound, JobStateConflict, JobStore
 from .client_admin import ClientAdmin
 from .client_bodies import InvalidJob, new_job
+from .failures import FailureGroups
+from .search import Search
 from .queue_settings import SettingsStore
 from .schedules import ScheduleStore
 from .validation import ID_RE
@@ -61,6 +63,8 @@ class Client(ClientAdmin):
         self.subscribers = Subscribers(self.redis)  # for wait(): on a cluster, one node at a time
         self.queue_settings = SettingsStore(self.store)
         self.schedules_store = ScheduleStore(self.store)
+        self.search = Search(self.store)
+        self.failures = FailureGroups(self.store)
 
     async def __aenter__(self) -> Client:
         return self
@@ -89,6 +93,7 @@ class Client(ClientAdmin):
         unique_for_ms: int = 0,
         children: Sequence[Mapping[str, Any]] = (),
         on_failure: str = "fail-parent",
+        tags: Sequence[str] = (),
     ) -> Job:
         """Create a job, as `POST /api/jobs` does (same options, camelCase there). Returns it
         `waiting` (or `delayed` with `delay_ms`; `waiting-children` with `children`, each a dict
@@ -98,7 +103,7 @@ class Client(ClientAdmin):
             type, name=name, data=data, queue=queue, priority=priority, delay_ms=delay_ms,
             max_attempts=max_attempts, backoff_ms=backoff_ms, max_backoff_ms=max_backoff_ms,
             timeout_ms=timeout_ms, unique_key=unique_key, unique_for_ms=unique_for_ms, children=children,
-            on_failure=on_failure,
+            on_failure=on_failure, tags=tags,
         )  # fmt: skip
         return await self.store.enqueue(new)
 
@@ -275,6 +280,8 @@ class SyncClient:
     wait = _blocking(Client.wait)
     set_queue_settings = _blocking(Client.set_queue_settings)
     children = _blocking(Client.children)
+    find = _blocking(Client.find)
+    failure_groups = _blocking(Client.failure_groups)
     add_schedule = _blocking(Client.add_schedule)
     schedules = _blocking(Client.schedules)
     trigger_schedule = _blocking(Client.trigger_schedule)

@@ -3,20 +3,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from multidict import MultiDict
 
 from .client_bodies import InvalidJob, job_body
 from .errors import ApiError
+from .failures import FailureGroups
 from .models import Job
 from .queue_settings import SettingsStore, parse_patch
 from .schedules import ScheduleStore, parse_schedule
-from .validation import check_queue_name
+from .search import Search
+from .validation import check_queue_name, parse_list_query, parse_search_query
+
 
 
 class ClientAdmin:
     queue_settings: SettingsStore
     schedules_store: ScheduleStore
+    search: Search
+    failures: FailureGroups
+
+    async def find(
+        self, q: str | None = None, *, tags: Sequence[str] = (), status: Sequence[str] = (),
+        queue: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0,  # noqa: A002
+    ) -> tuple[list[Job], int]:  # fmt: skip
+        """Jobs as `GET /api/jobs?q=&tag=` finds them: `q` a job id or a piece of the name (any
+        case), every tag in `tags`, any status in `status`; newest first, and how many match.
+        Raises InvalidJob (with the field) for a bad argument."""
+        statuses_given = [status] if isinstance(status, str) else list(status)
+        fields = {"status": ",".join(statuses_given), "queue": queue, "type": type, "q": q, "limit": str(limit), "offset": str(offset)}
+        tag_list = [tags] if isinstance(tags, str) else list(tags)
+        query = MultiDict([*((k, v) for k, v in fields.items() if v), *(("tag", tag) for tag in tag_list)])
+        try:  # the API's own checks, on the query it would get
+            statuses, queue, job_type, limit, offset = parse_list_query(query)
+            q, tag_list = parse_search_query(query)
+        except ApiError as error:
+            raise InvalidJob(error.message, error.field) from None
+        if not q and not tag_list:
+            return await self.search.store.list(statuses, queue, job_type, limit, offset)
+        return await self.search.find(q, tag_list, statuses, queue, job_type, limit, offset)
+
+    async def failure_groups(self, queue: str | None = None) -> list[dict[str, Any]]:
+        """Failed jobs grouped by the fingerprint of their last failure, as
+        `GET /api/admin/failures`; most jobs first."""
+        return await self.failures.groups(check_queue_name(queue) if queue else None)
 
     async def set_queue_settings(self, queue: str, **changes: Any) -> dict[str, Any]:
         """A queue's limits and retention, as `PATCH /api/admin/queues/{name}`: any of

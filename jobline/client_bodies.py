@@ -49,6 +49,7 @@ def job_body(
     unique_for_ms: int = 0,
     children: Sequence[Mapping[str, Any]] = (),
     on_failure: str = "fail-parent",
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`enqueue`'s arguments as the API's create body (camelCase), children included."""
     try:
@@ -61,6 +62,7 @@ def job_body(
         "name": name, "type": type, "queue": queue, "data": json.loads(data_json), "priority": priority,
         "delayMs": delay_ms, "maxAttempts": max_attempts, "backoffMs": backoff_ms,
         "maxBackoffMs": max_backoff_ms, "timeoutMs": timeout_ms, "onFailure": on_failure,
+        "tags": tags if isinstance(tags, str) else list(tags),  # a lone string is refused, not split
     }  # fmt: skip
     if unique_key is not None or unique_for_ms:  # only a flow's root may have them
         body.update(uniqueKey=unique_key, uniqueForMs=unique_for_ms)

@@ -153,7 +153,7 @@ async def test_data_that_is_not_json_is_refused(jl: Client, redis_client: redis.
     assert await job_count(redis_client) == 0
 
 
-@pytest.mark.parametrize("option", ["tags", "delayMs", "uniqueKey"])
+@pytest.mark.parametrize("option", ["color", "delayMs", "uniqueKey"])
 async def test_an_unknown_option_is_a_type_error(jl: Client, redis_client: redis.Redis, option: str) -> None:
     with pytest.raises(TypeError, match=option):
         await jl.enqueue("echo", name="a", **{option: "x"})
@@ -192,8 +192,8 @@ async def test_enqueue_many_with_an_invalid_item_creates_nothing(jl: Client, red
         await jl.enqueue_many([good, good, {"type": "echo", "name": "x", "max_attempts": 0}, good])
     assert raised.value.index == 2 and raised.value.field == "maxAttempts"
     assert str(raised.value) == "jobs[2]: maxAttempts: must be between 1 and 100"
-    with pytest.raises(TypeError, match=r"^jobs\[1\]: .*tags"):
-        await jl.enqueue_many([good, {"name": "a", "tags": ["x"]}])
+    with pytest.raises(TypeError, match=r"^jobs\[1\]: .*color"):
+        await jl.enqueue_many([good, {"name": "a", "color": "red"}])
     with pytest.raises(TypeError, match=r"^jobs\[0\]: .*name"):
         await jl.enqueue_many([{"type": "echo"}])
     with pytest.raises(TypeError, match=r"^jobs\[1\]: expected a dict"):
@@ -453,3 +453,26 @@ async def test_a_flow_and_a_schedule_from_the_client(jl: Client, client: Any) ->
     assert raised.value.field == "cron"
     await jl.remove_schedule("n")
     assert await jl.schedules() == []
+
+
+async def test_tags_and_find_as_the_api_searches(jl: Client, client: Any) -> None:
+    tagged = await jl.enqueue(name="Nightly Report", tags=["customer:42"], queue="reports")
+    await jl.enqueue(name="other report", queue="reports")
+    assert tagged.tags == ["customer:42"]
+    jobs, total = await jl.find("REPORT", tags=["customer:42"], status="waiting")
+    assert [j.id for j in jobs] == [tagged.id] and total == 1
+    api = await (await client.get("/api/jobs", params={"q": "report"})).json()
+    jobs, total = await jl.find("report")
+    assert [j.id for j in jobs] == [j["id"] for j in api["jobs"]] and total == api["total"] == 2
+    with pytest.raises(InvalidJob) as raised:
+        await jl.find(tags=["no spaces"])
+    assert raised.value.field == "tag"
+
+
+async def test_failure_groups_as_the_api_shows_them(jl: Client, client: Any) -> None:
+    job = await jl.enqueue(name="fails", max_attempts=1)
+    [claimed] = await jl.store.claim("default", "w", 1)
+    await jl.store.fail(claimed, "KeyError: user 7", retry=False)
+    [group] = await jl.failure_groups()
+    assert group["jobIds"] == [job.id] and group["count"] == 1
+    assert (await (await client.get("/api/admin/failures")).json())["groups"] == [group]
