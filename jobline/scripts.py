@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
-from .models import API_FIELDS, DEFAULT_MAX_BACKOFF_MS, RAW_API_FIELDS, STATUSES
+from .models import API_FIELDS, DEFAULT_MAX_BACKOFF_MS, RAW_API_FIELDS, STATUSES, Job
 
 EVENTS_CAP = 10_000
 EVENTS_MAX_BYTES = 64 * 1024 * 1024  # the event log keeps at most this much (and EVENTS_CAP events)
@@ -112,6 +112,14 @@ def load(name: str, root: Path = LUA_DIR, constants: Mapping[str, str] = CONSTAN
 
 
 ENQUEUE = load("enqueue")
+
+
+def enqueue_fields(job: Job) -> list[str]:
+    """A job's field/value pairs as ENQUEUE takes them: its hash, and its name casefolded for the
+    search index (lua/includes/findable.lua), which is not saved."""
+    return [item for pair in job.to_redis().items() for item in pair] + ["foldedName", job.name.casefold()]
+
+
 CLAIM = load("claim")
 UPDATE = load("update")
 EMIT = load("emit")

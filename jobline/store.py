@@ -150,8 +150,7 @@ class JobStore(WorkerSide, FlowSide):
         for queue, members in by_queue.items():
             keys, args = [*k.queue_block(queue), k.queue_jobs(queue)], [base]
             for job, delay, child_ids in members:
-                fields = [item for pair in job.to_redis().items() for item in pair]
-                fields += ["foldedName", job.name.casefold()]  # the search index's form (findable.lua)
+                fields = scripts.enqueue_fields(job)
                 keys += [k.job(job.id), k.type_index(queue, job.type)]
                 args += [
                     job.id, k.job_channel(job.id), delay, place[job.id], len(fields) // 2, *fields,

@@ -249,7 +249,7 @@ class Adapter:
         # normal, delay 0, maxAttempts 3, backoff 1000 ms, no timeout.
         m, k = self.models, self.k
         job = m.Job(id=self.keysmod.new_job_id(QUEUE), name=f"bench {idx}", type=job_type, queue=QUEUE, data=data)
-        fields = [item for pair in job.to_redis().items() for item in pair]
+        fields = self.scripts.enqueue_fields(job)
         keys = [*self._static_keys, k.job(job.id), k.type_index(QUEUE, job.type)]
         new_queue, _ = await self._enqueue_script(
             keys=keys, args=["", job.id, k.job_channel(job.id), 0, 0, len(fields) // 2, *fields, 0]  # no children

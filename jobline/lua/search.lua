@@ -52,9 +52,16 @@ local count, page, last = 0, {}, nil
 if source == names then
   -- the entries carry the name: no read per entry, and scores (a second reply) only where needed
   local batch = redis.call('ZREVRANGEBYSCORE', names, max, '-inf', 'LIMIT', 0, budget)
+  local find = string.find
   for _, entry in ipairs(batch) do
-    local tab = string.find(entry, '\t', 1, true)
-    if string.find(entry, q, tab + 1, true) then
+    -- most entries do not hold q at all: one find tells, and only a hit looks for the tab (q may
+    -- be in the id part too)
+    local at, tab = find(entry, q, 1, true), nil
+    if at then
+      tab = find(entry, '\t', 1, true)
+      if at <= tab then at = find(entry, q, tab + 1, true) end
+    end
+    if at then
       local id = string.sub(entry, 1, tab - 1)
       if passes(id) then
         count = count + 1
