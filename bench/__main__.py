@@ -28,6 +28,7 @@ from .http_workloads import http_enqueue, listing
 from .queue_workloads import memory_per_job, w1_drain_noop, w2_drain_sleep, w3_pickup_latency
 from .redis_cost import redis_cost
 from .report import WorkloadResult, document, dumps, table
+from .search_workloads import search
 from .settings_workloads import batch_create, retention
 from .stream_workloads import fanout
 
@@ -47,6 +48,7 @@ WORKLOADS: dict[str, Workload] = {
     "retention": retention,
     "flow": flow,
     "schedules": schedules,
+    "search": search,
 }
 
 

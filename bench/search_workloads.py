@@ -1,0 +1,100 @@
+"""Issue 14's figures: searching 100,000 stored jobs, and reading failure groups.
+
+- `search`: 100,000 jobs in 4 queues (names like "Send invoice 48213 to customer-1234", a tag
+  per customer for one job in ten, a fifth of them failed with one of a few messages), created
+  with `Client.enqueue_many` and failed through the store as a worker would. Then, against the
+  real server, sequential `GET /api/jobs` searches of several shapes (a rare name piece, a common
+  one that matches every job, a tag, a piece with a status and a tag, an exact id), each
+  returning the first 50 matches with an exact `total`: latency p50/p99, and Redis's SLOWLOG
+  (threshold 0, so every call is logged) for the slowest single call the searches made. Then
+  `GET /api/admin/failures` the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from jobline import Client
+from jobline.models import NewJob, Priority
+
+from .harness import QUICK, Harness
+from .http_workloads import get_latencies
+from .report import Target, WorkloadResult, latency_summary
+
+QUEUES = ("billing", "mail", "media", "reports")
+P99_TARGET = Target("<", 100, "issue 14")
+SLOWEST_CALL_TARGET = Target("<", 5, "issue 14")
+MESSAGES = ("KeyError: customer {n} not found", "TimeoutError: gateway 10.0.{n}.1 timed out after 30 s",
+            "ValueError: invoice '{n}' has no lines")  # fmt: skip
+
+
+async def search(h: Harness) -> WorkloadResult:
+    n = 4000 if h.sizes == QUICK else 100_000
+    r = WorkloadResult("search", f"Search and failure groups ({n:,} jobs stored)")
+    store = await h.fresh_store()
+    rng = random.Random(14)
+    t0 = time.perf_counter()
+    async with Client(h.redis_url) as client:
+        for start in range(0, n, 1000):
+            await store.enqueue_many([_job(rng, i) for i in range(start, min(start + 1000, n))])
+        for queue in QUEUES:  # a fifth of them fail, as a worker would fail them
+            while True:
+                claimed = await store.claim(queue, "bench-worker", 1000)
+                if not claimed:
+                    break
+                for job in claimed:
+                    if rng.random() < 0.2:
+                        await store.fail(job, rng.choice(MESSAGES).format(n=rng.randint(1, 999)), retry=False)
+                    else:
+                        await store.complete(job, None)
+        sample = (await client.find(queue="mail", limit=1))[0][0]
+    create_s = time.perf_counter() - t0
+    queries = {
+        "rare piece (q=48213)": "q=48213",
+        "common piece (q=invoice, all match)": "q=invoice",
+        "tag (tag=customer:1234)": "tag=customer:1234",
+        "piece + status + tag": "q=send&status=failed&tag=customer:77",
+        "piece + queue (q=customer-12&queue=mail)": "q=customer-12&queue=mail",
+        "exact id": f"q={sample.id}",
+    }
+    server, base = await h.spawn_server()
+    results: dict[str, Any] = {}
+    slowest_us = 0
+    try:
+        async with aiohttp.ClientSession() as session:
+            for name, query in {**queries, "failure groups": None}.items():
+                url = f"{base}/api/jobs?{query}" if query else f"{base}/api/admin/failures"
+                await get_latencies(session, url, 5, budget_s=2)  # warm-up
+                await h.redis.config_set("slowlog-log-slower-than", 0)
+                await h.redis.config_set("slowlog-max-len", 100_000)
+                await h.redis.slowlog_reset()
+                latencies, body = await get_latencies(session, url, 200, budget_s=10)
+                log = await h.redis.slowlog_get(100_000)
+                await h.redis.config_set("slowlog-log-slower-than", 10_000)
+                top = max((e["duration"] for e in log), default=0)
+                slowest_us = max(slowest_us, top)
+                results[name] = {
+                    **latency_summary(latencies), "total": body.get("total", len(body.get("groups", []))),
+                    "slowest_call_us": top, "redis_calls_per_request": round(len(log) / max(len(latencies), 1), 1),
+                }  # fmt: skip
+    finally:
+        h.procs.stop(server)
+    r.details = {"jobs": n, "create_s": round(create_s, 1), "queries": results}
+    for name, summary in results.items():
+        r.add(f"{name} p50", summary["p50_ms"], "ms")
+        r.add(f"{name} p99", summary["p99_ms"], "ms", P99_TARGET)
+    r.add("slowest Redis call", slowest_us / 1000, "ms", SLOWEST_CALL_TARGET)
+    return r
+
+
+def _job(rng: random.Random, i: int) -> NewJob:
+    customer = rng.randint(1, 2000)
+    return NewJob(
+        name=f"Send invoice {i} to customer-{customer}", type="noop", queue=QUEUES[i % len(QUEUES)], data={},
+        priority=Priority.NORMAL, delay_ms=0, max_attempts=1, backoff_ms=0, timeout_ms=None,
+        tags=(f"customer:{customer}",) if i % 10 == 0 else (),
+    )  # fmt: skip
