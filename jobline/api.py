@@ -40,9 +40,9 @@ async def create_jobs(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     statuses, queue, job_type, limit, offset = v.parse_list_query(request.query)
-    q, tags = v.parse_search_query(request.query)
-    if q or tags:
-        jobs, total = await request.app[SEARCH].find(q, tags, statuses, queue, job_type, limit, offset)
+    q, tags, group = v.parse_search_query(request.query)
+    if q or tags or group:
+        jobs, total = await request.app[SEARCH].find(q, tags, statuses, queue, job_type, limit, offset, group)
     else:
         jobs, total = await request.app[STORE].list(statuses, queue, job_type, limit, offset)
     return web.json_response(

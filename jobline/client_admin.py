@@ -28,22 +28,25 @@ class ClientAdmin:
     async def find(
         self, q: str | None = None, *, tags: Sequence[str] = (), status: Sequence[str] = (),
         queue: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0,  # noqa: A002
+        failure_group: str | None = None,
     ) -> tuple[list[Job], int]:  # fmt: skip
         """Jobs as `GET /api/jobs?q=&tag=` finds them: `q` a job id or a piece of the name (any
-        case), every tag in `tags`, any status in `status`; newest first, and how many match.
+        case), every tag in `tags`, any status in `status`, the failed jobs of `failure_group`;
+        newest first, and how many match.
         Raises InvalidJob (with the field) for a bad argument."""
         statuses_given = [status] if isinstance(status, str) else list(status)
-        fields = {"status": ",".join(statuses_given), "queue": queue, "type": type, "q": q, "limit": str(limit), "offset": str(offset)}
+        fields = {"status": ",".join(statuses_given), "queue": queue, "type": type, "q": q, "failureGroup": failure_group,
+                  "limit": str(limit), "offset": str(offset)}
         tag_list = [tags] if isinstance(tags, str) else list(tags)
         query = MultiDict([*((k, v) for k, v in fields.items() if v), *(("tag", tag) for tag in tag_list)])
         try:  # the API's own checks, on the query it would get
             statuses, queue, job_type, limit, offset = parse_list_query(query)
-            q, tag_list = parse_search_query(query)
+            q, tag_list, group = parse_search_query(query)
         except ApiError as error:
             raise InvalidJob(error.message, error.field) from None
-        if not q and not tag_list:
+        if not q and not tag_list and not group:
             return await self.search.store.list(statuses, queue, job_type, limit, offset)
-        return await self.search.find(q, tag_list, statuses, queue, job_type, limit, offset)
+        return await self.search.find(q, tag_list, statuses, queue, job_type, limit, offset, group)
 
     async def failure_groups(self, queue: str | None = None) -> list[dict[str, Any]]:
         """Failed jobs grouped by the fingerprint of their last failure, as

@@ -1,4 +1,4 @@
-"""Finding jobs: `q=` (a job id, or a piece of a name) and `tag=` on GET /api/jobs.
+"""Finding jobs: `q=` (a job id, or a piece of a name), `tag=` and `failureGroup=` on GET /api/jobs.
 
 No keyspace scan and no long call: each queue keeps a name index and an index per tag
 (lua/includes/findable.lua, kept in the same step as every create and removal), and a search
@@ -35,8 +35,10 @@ class Search:
         job_type: str | None,
         limit: int,
         offset: int,
+        group: str | None = None,
     ) -> tuple[list[Job], int]:
-        """The matching jobs newest first (offset, limit) and how many match in all."""
+        """The matching jobs newest first (offset, limit) and how many match in all; with `group`,
+        only failed jobs whose last failure has that fingerprint."""
         k = self.store.keys
         want = offset + limit
         folded = q.casefold() if q else ""
@@ -47,6 +49,8 @@ class Search:
             if job_type:
                 keys.append(k.type_index(name, job_type))
             keys += [k.tag_index(name, tag) for tag in tags]
+            if group:  # its ids: every one of them must match too, as a tag's do
+                keys.append(k.failure_group(name, group))
             steps[name] = (keys, [len(statuses), "1" if job_type else "0", *statuses])
         cursors = dict.fromkeys(queues, "")
         total, scored = 0, []
@@ -64,7 +68,7 @@ class Search:
                     cursors[name] = cursor
                 else:
                     del cursors[name]
-        by_id = await self._exact_id(q, folded, tags, statuses, queue, job_type)
+        by_id = await self._exact_id(q, folded, tags, statuses, queue, job_type, group)
         if by_id is not None:  # a job whose name holds its own id was counted by the scan
             total += 1
             scored.append(by_id)
@@ -73,7 +77,7 @@ class Search:
 
     async def _exact_id(
         self, q: str | None, folded: str, tags: list[str], statuses: list[Status], queue: str | None,
-        job_type: str | None,
+        job_type: str | None, group: str | None,
     ) -> tuple[float, str] | None:  # fmt: skip
         """The job whose id is `q`, as (seq, id), if it passes the other filters."""
         if not q or not ID_RE.fullmatch(q):
@@ -88,6 +92,7 @@ class Search:
             or (queue and job.queue != queue)
             or (job_type and job.type != job_type)
             or not set(tags) <= set(job.tags)
+            or (group and (job.status != Status.FAILED or job.failure_group != group))
         ):
             return None
         return float(found["seq"]), job.id

@@ -241,8 +241,9 @@ def _query_int(query: Any, field: str, default: int, low: int, high: int) -> int
     return value
 
 
-def parse_search_query(query: Any) -> tuple[str | None, list[str]]:
-    """?q=&tag=&tag= -> (q, tags): q a job id or a piece of a name, every tag to match."""
+def parse_search_query(query: Any) -> tuple[str | None, list[str], str | None]:
+    """?q=&tag=&tag=&failureGroup= -> (q, tags, group): q a job id or a piece of a name, every
+    tag to match, the failure group (fingerprint) its failed jobs are in."""
     q = query.get("q") or None
     if q is not None and len(q) > MAX_QUERY_CHARS:
         raise invalid("q", f"must be at most {MAX_QUERY_CHARS} characters")
@@ -252,7 +253,10 @@ def parse_search_query(query: Any) -> tuple[str | None, list[str]]:
     for tag in tags:
         if not TAG_RE.fullmatch(tag):
             raise invalid("tag", TAG_RULE)
-    return q, list(dict.fromkeys(tags))
+    group = query.get("failureGroup") or None
+    if group is not None and not FINGERPRINT_RE.fullmatch(group):
+        raise invalid("failureGroup", "must be a failure group's fingerprint (16 hex digits)")
+    return q, list(dict.fromkeys(tags)), group
 
 
 def parse_list_query(query: Any) -> tuple[list[Status], str | None, str | None, int, int]:

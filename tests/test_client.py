@@ -475,4 +475,6 @@ async def test_failure_groups_as_the_api_shows_them(jl: Client, client: Any) -> 
     await jl.store.fail(claimed, "KeyError: user 7", retry=False)
     [group] = await jl.failure_groups()
     assert group["jobIds"] == [job.id] and group["count"] == 1
+    jobs, total = await jl.find(failure_group=group["fingerprint"])
+    assert [j.id for j in jobs] == [job.id] and total == 1
     assert (await (await client.get("/api/admin/failures")).json())["groups"] == [group]

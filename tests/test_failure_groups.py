@@ -135,3 +135,17 @@ async def test_random_mix_matches_a_brute_force_count(client: Any, store: JobSto
     found = {(g["queue"], g["fingerprint"]): g["count"] for g in await groups(client)}
     assert found == dict(expected)
     assert sum(found.values()) == len(failed)
+
+
+async def test_a_groups_jobs_are_listed_by_failure_group(client: Any, store: JobStore) -> None:
+    ids = await fail_jobs(client, store, ["KeyError: user 1", "KeyError: user 2", "OSError: disk"], queue="a")
+    other = await fail_jobs(client, store, ["KeyError: user 3"], queue="b")
+    key_errors = next(g for g in await groups(client, queue="a") if g["count"] == 2)
+    in_a = await (await client.get("/api/jobs", params={"failureGroup": key_errors["fingerprint"], "queue": "a"})).json()
+    assert sorted(j["id"] for j in in_a["jobs"]) == sorted(ids[:2]) and in_a["total"] == 2
+    everywhere = await (await client.get("/api/jobs", params={"failureGroup": key_errors["fingerprint"]})).json()
+    assert sorted(j["id"] for j in everywhere["jobs"]) == sorted(ids[:2] + other)  # the same fingerprint in b
+    await client.post(f"/api/jobs/{ids[0]}/retry", json={})
+    after = await (await client.get("/api/jobs", params={"failureGroup": key_errors["fingerprint"], "q": ids[0]})).json()
+    assert after["total"] == 0  # retried: no longer in the group, even by its id
+    assert (await client.get("/api/jobs", params={"failureGroup": "xyz"})).status == 400

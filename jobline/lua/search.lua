@@ -1,5 +1,6 @@
 -- KEYS[1] the queue's name index (findable.lua), then the indexes every match must be in: the
--- status indexes to match (any of them), the type index (if typed), the tag indexes (all of them)
+-- status indexes to match (any of them), the type index (if typed), then sets every match must be
+-- in: the tag indexes, and a failure group's ids
 -- ARGV[1] cursor: the seq to continue below, '' for the newest, ARGV[2] how many entries to scan,
 -- ARGV[3] how many matches to return, ARGV[4] the casefolded piece of name to find ('' for any),
 -- ARGV[5] how many status indexes, ARGV[6] '1' if a type index follows them, ARGV[7..] the
