@@ -7,6 +7,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
+from jobline import search
 from jobline.store import JobStore
 from tests.conftest import create_job
 
@@ -120,9 +123,15 @@ async def test_retention_removes_jobs_from_the_indexes(client: Any, store: JobSt
     assert (await listed(client, tag="r"))["total"] == 2
 
 
-async def test_random_mix_matches_a_brute_force_search(client: Any, store: JobStore) -> None:
+@pytest.mark.parametrize("steps", ["default", "tiny"])
+async def test_random_mix_matches_a_brute_force_search(
+    client: Any, store: JobStore, monkeypatch: pytest.MonkeyPatch, steps: str
+) -> None:
     """Creates, runs, failures, retries, deletes and cleans at random; then every search's ids
-    and total equal a filter over every job the API still lists."""
+    and total equal a filter over every job the API still lists. With tiny steps, each search goes
+    through many steps per queue, across several indexes (cursor, pages and counts between steps)."""
+    if steps == "tiny":
+        monkeypatch.setattr(search, "SCAN_STEP", {True: 3, False: 2})
     rng = random.Random(14)
     words, tags = ["alpha", "Beta", "gamma", "ÉCLAIR"], ["red", "green", "blue"]
     for _ in range(120):
