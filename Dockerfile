@@ -18,6 +18,8 @@ RUN useradd --create-home --uid 10001 jobline
 COPY *.py ./
 COPY jobline/ ./jobline/
 COPY static/ ./static/
+# Compiled once here: every container start would compile the package again (PYTHONDONTWRITEBYTECODE)
+RUN python -m compileall -q /app
 
 USER jobline
 EXPOSE 8080

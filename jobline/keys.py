@@ -16,6 +16,7 @@ job-changing script: they cost nothing per job.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ DEFAULT_PREFIX = "jobline"
 TAG_LEN = 6  # hex digits of a queue's tag, the first characters of each of its job ids
 
 
+@functools.lru_cache(maxsize=1024)  # a create or an ack builds ~18 key names of one queue
 def queue_tag(queue: str) -> str:
     return hashlib.blake2s(queue.encode(), digest_size=TAG_LEN // 2).hexdigest()
 

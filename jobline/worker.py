@@ -105,17 +105,17 @@ class Worker(Duties):
         s = self.settings
         if not await self._register():
             return
-        with contextlib.suppress(*REDIS_ERRORS):
-            for warning in await durability_warnings(self.redis):
-                log.warning(warning)
-        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
         # The heartbeat has a thread and a connection of its own: a handler that blocks the event
         # loop must not make this worker look dead (a frozen or killed process still does).
         heart = HeartbeatThread(s.redis_url, s.redis_cluster, self.keys, self.id, self._info, s.lease_ms / 5000)
         heart.start()
+        # The claimer's task first, so the first claim goes out before anything else: the duties
+        # and the start-up checks can run while the first jobs do.
+        claimer = asyncio.create_task(self._claim_loop())
         # Background duties run until the very end (the heartbeat must go on while jobs drain) and
         # stop on a flag: a cancellation can be lost inside a redis-py command with a socket timeout.
         background = [
+            asyncio.create_task(self._warn_about_durability()),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._check_leases)),
             asyncio.create_task(self._every(s.lease_ms / 5000, self._reap)),
             asyncio.create_task(self._every(RETENTION_SWEEP_S, self._sweep_retention)),
@@ -124,7 +124,7 @@ class Worker(Duties):
             asyncio.create_task(self._listen_for_control()),
             *(asyncio.create_task(self._schedule_delayed(q)) for q in s.queues),
         ]
-        claimer = asyncio.create_task(self._claim_loop())
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(s.queues), s.concurrency)
         clean = False
         try:
             await self._stopping.wait()
@@ -185,6 +185,11 @@ class Worker(Duties):
             if requeued:
                 log.info("put %d unfinished job(s) of queue %s back to waiting", requeued, queue)
         return clean
+
+    async def _warn_about_durability(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            for warning in await durability_warnings(self.redis):
+                log.warning(warning)
 
     async def _deregister(self) -> None:
         with contextlib.suppress(*REDIS_ERRORS):

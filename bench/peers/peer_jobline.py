@@ -251,7 +251,7 @@ class Adapter:
         job = m.Job(id=self.keysmod.new_job_id(QUEUE), name=f"bench {idx}", type=job_type, queue=QUEUE, data=data)
         fields = self.scripts.enqueue_fields(job)
         keys = [*self._static_keys, k.job(job.id), k.type_index(QUEUE, job.type)]
-        new_queue, _ = await self._enqueue_script(
+        new_queue, *_ = await self._enqueue_script(
             keys=keys, args=["", job.id, k.job_channel(job.id), 0, 0, len(fields) // 2, *fields, 0]  # no children
         )
         if new_queue:  # the script leaves the global queue registry to its caller
