@@ -9,7 +9,8 @@ from aiohttp import web
 from . import scripts
 from . import validation as v
 from .api import STORE
-from .errors import ApiError, read_json
+from .errors import ApiError
+from .http_errors import read_json
 from .queue_settings import SettingsStore, parse_patch
 from .queues import QueueAdmin
 

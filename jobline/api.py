@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from . import validation as v
-from .errors import read_json
+from .http_errors import read_json
 from .idempotency import idempotent
 from .models import Job
 from .search import Search

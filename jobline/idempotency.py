@@ -29,7 +29,8 @@ from aiohttp import web
 
 from . import scripts
 from .connections import UNAVAILABLE, Client
-from .errors import BODY_TIMEOUT, ApiError, Handler, error_response
+from .errors import ApiError
+from .http_errors import BODY_TIMEOUT, Handler, error_response
 from .store import JobStore
 from .validation import invalid
 

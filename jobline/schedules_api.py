@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from .api import STORE
-from .errors import ApiError, read_json
+from .errors import ApiError
+from .http_errors import read_json
 from .idempotency import idempotent
 from .schedules import SCHEDULE_ID_RE, Schedule, ScheduleNotFound, ScheduleStore, parse_schedule
 

@@ -36,7 +36,8 @@ from .connections import (
 )  # fmt: skip
 from .keys import DEFAULT_PREFIX, Keys
 from .store import JobStore
-from .errors import BODY_TIMEOUT, ApiError, Handler, error_response, errors_as_json
+from .errors import ApiError
+from .http_errors import BODY_TIMEOUT, Handler, error_response, errors_as_json
 
 log = logging.getLogger(__name__)
 

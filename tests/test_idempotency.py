@@ -18,7 +18,8 @@ from aiohttp import web
 
 from jobline import idempotency
 from jobline.api import STORE
-from jobline.errors import BODY_TIMEOUT, ApiError, errors_as_json
+from jobline.errors import ApiError
+from jobline.http_errors import BODY_TIMEOUT, errors_as_json
 from jobline.keys import Keys
 from jobline.server import Settings, create_app
 from jobline.store import JobStore
