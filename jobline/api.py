@@ -10,11 +10,13 @@ from . import validation as v
 from .http_errors import read_json
 from .idempotency import idempotent
 from .models import Job
+from .create_batcher import CreateBatcher
 from .search import Search
 from .store import JobStore
 
 STORE = web.AppKey("store", JobStore)
 SEARCH = web.AppKey("search", Search)
+CREATOR = web.AppKey("creator", CreateBatcher)
 
 
 def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> web.Response:
@@ -24,7 +26,7 @@ def job_response(job: Job, status: int = 200, logs: list[str] | None = None) -> 
 @idempotent(STORE)
 async def create_job(request: web.Request) -> web.Response:
     new = v.parse_new_job(await read_json(request))
-    [(job, created)] = await request.app[STORE].create([new])
+    job, created = await request.app[CREATOR].create(new)
     response = job_response(job, status=201 if created else 200)  # 200: its uniqueKey's holder
     response.headers["Location"] = f"/api/jobs/{job.id}"
     return response
@@ -104,11 +106,12 @@ JOB = r"/api/jobs/{id:(?!batch$|bulk$|stream$)[^{}/]+}"
 
 
 def add_routes(app: web.Application) -> None:
-    async def search_ctx(app: web.Application) -> Any:
+    async def helpers_ctx(app: web.Application) -> Any:
         app[SEARCH] = Search(app[STORE])
+        app[CREATOR] = CreateBatcher(app[STORE])
         yield
 
-    app.cleanup_ctx.append(search_ctx)
+    app.cleanup_ctx.append(helpers_ctx)
     app.router.add_routes(
         [
             web.post("/api/jobs", create_job),
