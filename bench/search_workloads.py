@@ -33,7 +33,8 @@ MESSAGES = ("KeyError: customer {n} not found", "TimeoutError: gateway 10.0.{n}.
 
 
 async def search(h: Harness) -> WorkloadResult:
-    n = 4000 if h.sizes == QUICK else 100_000
+    quick = h.sizes == QUICK
+    n, requests = (2000, 20) if quick else (100_000, 200)
     r = WorkloadResult("search", f"Search and failure groups ({n:,} jobs stored)")
     store = await h.fresh_store()
     rng = random.Random(14)
@@ -68,14 +69,14 @@ async def search(h: Harness) -> WorkloadResult:
         async with aiohttp.ClientSession() as session:
             for name, query in {**queries, "failure groups": None}.items():
                 url = f"{base}/api/jobs?{query}" if query else f"{base}/api/admin/failures"
-                await get_latencies(session, url, 5, budget_s=2)  # warm-up
+                await get_latencies(session, url, 2 if quick else 5, budget_s=2)  # warm-up
                 # Every call over 0.5 ms is logged (the slowest is what counts), and the calls are
                 # counted from INFO commandstats: a log of every call would cost more than it shows.
                 await h.redis.config_set("slowlog-log-slower-than", 500)
                 await h.redis.config_set("slowlog-max-len", 4096)
                 await h.redis.slowlog_reset()
                 calls_before = await _calls(h)
-                latencies, body = await get_latencies(session, url, 200, budget_s=10)
+                latencies, body = await get_latencies(session, url, requests, budget_s=10)
                 calls = await _calls(h) - calls_before - 1  # less the INFO that read them
                 log = [e for e in await h.redis.slowlog_get(4096) if not _said(e).upper().startswith(("SLOWLOG", "CONFIG", "INFO"))]
                 await h.redis.config_set("slowlog-log-slower-than", 10_000)
