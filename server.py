@@ -1,6 +1,6 @@
 """Jobline's HTTP server: the JSON API, the SSE stream and the dashboard.
 
-    python server.py [--host 127.0.0.1] [--port 8080] [--redis-url URL]
+    python server.py [--host 127.0.0.1] [--port 8080] [--redis-url URL] [--processes N]
 
 The implementation is the `jobline` package (`jobline.server`: `create_app(settings)`); this file
 is the entry point, the same as the `jobline-server` command.

@@ -30,7 +30,7 @@ from .redis_cost import redis_cost
 from .report import WorkloadResult, document, dumps, table
 from .search_workloads import search
 from .settings_workloads import batch_create, retention
-from .stream_workloads import fanout
+from .stream_workloads import fanout, job_streams
 
 Workload = Callable[[Harness], Awaitable[WorkloadResult]]
 
@@ -41,6 +41,7 @@ WORKLOADS: dict[str, Workload] = {
     "http": http_enqueue,
     "listing": listing,
     "fanout": fanout,
+    "jobstreams": job_streams,
     "memory": memory_per_job,
     "client": client_enqueue,
     "rediscost": redis_cost,

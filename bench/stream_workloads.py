@@ -1,21 +1,33 @@
-"""Stream fan-out: many open `GET /api/jobs/stream` connections on one server process while workers
-run demo jobs. Every event's SSE id is the stream's cursor after it (`queue=<ms>-<seq>,...`, one
-position per queue): the queue whose position moved names the event, by the entry id Redis gave it
-in XADD to that queue's event log, whose first part is the publish time on the Redis clock; the
-arrival time is `time.time()` on the same machine. Every connection must receive every event the
-bench queue's event log holds for the run.
+"""Streams under load, on one server process while workers run demo jobs.
+
+- `fanout`: many dashboards (`GET /api/jobs/stream`); every connection must receive every event
+  the bench queue's event log holds for the run.
+- `jobstreams`: what a stream costs the server: the same jobs watched by 1,000 dashboards, then by
+  1,000 per-job streams (`GET /api/jobs/{id}/stream`), each of which must receive its job's events.
+
+Every event's SSE id is the stream's cursor after it (`queue=<ms>-<seq>,...`, one position per
+queue): the queue whose position moved names the event, by the entry id Redis gave it in XADD to
+that queue's event log, whose first part is the publish time on the Redis clock; the arrival time
+is `time.time()` on the same machine. CPU times (Linux) come from /proc: the server's, Redis's, the
+workers' and this process's (the SSE clients), over the measured window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from .harness import QUEUE, Harness, new_job
+from jobline.serving import raise_fd_limit
+
+from .harness import QUEUE, QUICK, Harness, Process, new_job
 from .report import Target, WorkloadResult, latency_summary
 
 _ID_LINE = re.compile(rb"^id: (\S+)$", re.M)
@@ -94,6 +106,35 @@ class SseListener(asyncio.Protocol):
             self.transport.close()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a process has used so far (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(h: Harness, server: Process, workers: list[Process]) -> dict[str, float | None]:
+    """CPU seconds used so far by each party of a stream workload: the server, Redis (when the
+    bench started it), the workers, and this process (the SSE clients)."""
+    redis_procs = [proc for proc in h.procs.live if proc.name == "redis"]
+    worker_cpu = [cpu_seconds(proc.pid) for proc in workers]
+    return {
+        "server": cpu_seconds(server.pid),
+        "redis": cpu_seconds(redis_procs[0].pid) if redis_procs else None,
+        "workers": None if None in worker_cpu else sum(worker_cpu),  # type: ignore[arg-type]
+        "clients": time.process_time(),
+    }
+
+
+def cpu_used(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, float | None]:
+    return {
+        party: None if before[party] is None or after[party] is None else round(after[party] - before[party], 2)  # type: ignore[operator]
+        for party in before
+    }
+
+
 async def _latest_event_id(h: Harness) -> str:
     newest = await h.redis.xrevrange(h.keys.event_log(QUEUE), count=1)
     return str(newest[0][0]) if newest else "0-0"
@@ -103,29 +144,39 @@ def _factory(listener: SseListener) -> Callable[[], SseListener]:
     return lambda: listener
 
 
-async def _open_streams(url: str, count: int, listeners: list[SseListener]) -> None:
-    """Open `count` streams (into `listeners`, so the caller closes whatever was opened) and wait
-    until each has its `retry:` line: from then on the server forwards every new event to it."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+async def _open_streams(base: str, paths: list[str], listeners: list[SseListener]) -> None:
+    """Open a stream per path (into `listeners`, so the caller closes whatever was opened) and
+    wait until each has its `retry:` line: from then on the server forwards every new event to it."""
+    parts = urlsplit(base)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(60):
-        for start in range(0, count, 50):  # 50 connects at a time
-            for _ in range(start, min(start + 50, count)):
-                listeners.append(SseListener(parts.path))
+        for start in range(0, len(paths), 50):  # 50 connects at a time
+            batch = [SseListener(path) for path in paths[start : start + 50]]
+            listeners.extend(batch)
             await asyncio.gather(*(
-                loop.create_connection(_factory(listener), host, port)
-                for listener in listeners[start:]
+                loop.create_connection(_factory(listener), parts.hostname, parts.port) for listener in batch
             ))  # fmt: skip
         await asyncio.gather(*(listener.opened for listener in listeners))
 
 
-async def _wait_delivered(listeners: list[SseListener], last_id: str, quiet_s: float = 5, cap_s: float = 120) -> None:
-    """Until every listener has the last event, or nothing arrived anywhere for `quiet_s`: a busy
-    server may deliver well after the publish, and only what never comes counts as lost."""
+async def _wait_subscribed(h: Harness, count: int, settle_s: float = 0.5) -> None:
+    """Until Redis has `count` pub/sub clients, and a moment more for their first replay."""
+    async with asyncio.timeout(60):
+        while len(await h.redis.client_list(_type="pubsub")) < count:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(settle_s)
+
+
+async def _wait_delivered(
+    listeners: list[SseListener], last_id: str | list[str], quiet_s: float = 5, cap_s: float = 120
+) -> None:
+    """Until every listener has the last event (of all, or each its own), or nothing arrived
+    anywhere for `quiet_s`: a busy server may deliver well after the publish, and only what never
+    comes counts as lost."""
     deadline = time.monotonic() + cap_s
     seen, quiet_since = -1, time.monotonic()
-    while any(last_id not in listener.arrivals for listener in listeners):
+    last_ids = [last_id] * len(listeners) if isinstance(last_id, str) else last_id
+    while any(last not in listener.arrivals for listener, last in zip(listeners, last_ids)):
         now = time.monotonic()
         total = sum(len(listener.arrivals) for listener in listeners)
         if total != seen:
@@ -146,8 +197,9 @@ async def fanout(h: Harness) -> WorkloadResult:
     waves = -(-s.fanout_jobs // (5 * s.fanout_workers))
     try:
         await h.wait_workers(s.fanout_workers, [server, *workers])
-        await _open_streams(f"{base}/api/jobs/stream", s.fanout_streams, listeners)
+        await _open_streams(base, ["/api/jobs/stream"] * s.fanout_streams, listeners)
         start_id = await _latest_event_id(h)
+        cpu_before = cpu_snapshot(h, server, workers)
         t0 = time.time()
         for _ in range(s.fanout_jobs):
             await store.enqueue(new_job("demo", {"steps": s.fanout_steps, "stepMs": s.fanout_step_ms}))
@@ -155,6 +207,7 @@ async def fanout(h: Harness) -> WorkloadResult:
         run_s = time.time() - t0
         end_id = await _latest_event_id(h)
         await _wait_delivered(listeners, event_key(QUEUE, end_id))
+        cpu = cpu_used(cpu_before, cpu_snapshot(h, server, workers))
         entries = await h.redis.xrange(h.keys.event_log(QUEUE), min=f"({start_id}", max=end_id)
         expected = [str(event_id) for event_id, _ in entries or []]
     finally:
@@ -188,11 +241,93 @@ async def fanout(h: Harness) -> WorkloadResult:
         "run_s": round(run_s, 2),
         "latency": latency_summary(latencies),
     }
+    r.details["cpu_s"] = cpu
+    if cpu["server"] is not None and latencies:
+        r.details["server_cpu_us_per_delivery"] = round(1e6 * cpu["server"] / len(latencies), 1)
     r.add("events published", r.details["events_per_s"], "events/s")
     r.add("deliveries (events x streams)", len(latencies), "events")
     r.add("delivery rate", r.details["deliveries_per_s"], "events/s")
     r.add("publish -> arrival p50", r.details["latency"].get("p50_ms"), "ms")
     r.add("publish -> arrival p99", r.details["latency"].get("p99_ms"), "ms", Target("<", 100))
+    if "server_cpu_us_per_delivery" in r.details:  # Linux only
+        r.add("server CPU per delivery", r.details["server_cpu_us_per_delivery"], "us")
     r.add("events lost", lost, "", Target("==", 0))
     r.add("duplicates", r.details["duplicates"], "", Target("==", 0))
     return r
+
+
+# == what a stream costs the server: 1,000 dashboards against 1,000 viewers of one job each =========
+JOB_STREAMS = 1000
+JOB_STREAM_JOBS = 20  # 50 viewers per job; 4 workers x 5 slots run them all at once
+
+
+async def job_streams(h: Harness) -> WorkloadResult:
+    """The same job load (JOB_STREAM_JOBS demo jobs, all running at once) watched by JOB_STREAMS
+    dashboards (`/api/jobs/stream`: every event to every stream), then, on a fresh server, by as
+    many per-job streams (`/api/jobs/{id}/stream`: one job's events each). The CPU each server
+    process and Redis used, from the workers' start to the last delivery, is the cost."""
+    raise_fd_limit()  # a thousand client sockets here too
+    quick = h.sizes == QUICK
+    streams, jobs = (40, 4) if quick else (JOB_STREAMS, JOB_STREAM_JOBS)
+    r = WorkloadResult("jobstreams", f"{streams} dashboards vs {streams} per-job streams, {jobs} jobs")
+    runs = {kind: await _watched_run(h, kind, streams, jobs) for kind in ("dashboard", "job")}
+    r.details = {"streams": streams, "jobs": jobs, **runs}
+    for kind, label in (("dashboard", "dashboards"), ("job", "per-job streams")):
+        run = runs[kind]
+        r.add(f"{label}: deliveries", run["deliveries"], "events")
+        for party in ("server", "redis"):
+            if run["cpu_s"][party] is not None:  # Linux only
+                r.add(f"{label}: {'Redis' if party == 'redis' else 'server'} CPU", run["cpu_s"][party], "s")
+        r.add(f"{label}: publish -> arrival p99", run["latency"].get("p99_ms"), "ms")
+        r.add(f"{label}: events lost", run["lost"], "", Target("==", 0))
+    server_cpu = [runs[kind]["cpu_s"]["server"] for kind in ("job", "dashboard")]
+    if None not in server_cpu and server_cpu[1]:
+        r.details["server_cpu_ratio"] = round(server_cpu[0] / server_cpu[1], 3)
+        r.add("per-job / dashboard server CPU", r.details["server_cpu_ratio"], "x", Target("<", 0.5))
+    return r
+
+
+async def _watched_run(h: Harness, kind: str, streams: int, jobs: int) -> dict[str, Any]:
+    """One run: jobs created, streams opened on a fresh server, then workers started."""
+    store = await h.fresh_store()
+    server, base = await h.spawn_server()
+    created = [await store.enqueue(new_job("demo", {"steps": 20, "stepMs": 250})) for _ in range(jobs)]
+    start_id = await _latest_event_id(h)
+    listeners: list[SseListener] = []
+    watched = [created[i % jobs].id for i in range(streams)]  # a per-job stream's job
+    workers: list[Process] = []
+    try:
+        paths = [f"/api/jobs/{job_id}/stream" for job_id in watched] if kind == "job" else ["/api/jobs/stream"] * streams
+        await _open_streams(base, paths, listeners)
+        await _wait_subscribed(h, streams)  # and replayed: opening streams is not what is measured
+        cpu_before = cpu_snapshot(h, server, [])
+        workers = [h.spawn_worker(concurrency=5)[0] for _ in range(-(-jobs // 5))]
+        await h.wait_completed(jobs, [server, *workers], timeout=60)
+        entries = await h.redis.xrange(h.keys.event_log(QUEUE), min=f"({start_id}")
+        # the events each stream must get: all of them, or its job's
+        of_job: dict[str, list[str]] = {job.id: [] for job in created}
+        for entry_id, fields in entries:
+            body = json.loads(fields["d"])
+            job_id = body["job"]["id"] if fields["e"] == "job" else body.get("jobId", body.get("id"))
+            of_job.setdefault(job_id, []).append(entry_id)
+        if kind == "job":
+            expected = [of_job[job_id] for job_id in watched]
+        else:
+            expected = [[entry_id for entry_id, _ in entries]] * streams
+        await _wait_delivered(listeners, [event_key(QUEUE, wanted[-1]) for wanted in expected], cap_s=180)
+        cpu = cpu_used(cpu_before, cpu_snapshot(h, server, []))
+    finally:
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                listener.close()
+        h.procs.stop(*workers, server)
+    latencies, lost = [], 0
+    for listener, wanted in zip(listeners, expected):
+        for entry_id in wanted:
+            arrived = listener.arrivals.get(event_key(QUEUE, entry_id))
+            if arrived is None:
+                lost += 1
+            else:
+                latencies.append(arrived - int(entry_id.split("-")[0]))
+    del cpu["workers"]  # started within the window: their start-up is not the streams' cost
+    return {"deliveries": len(latencies), "lost": lost, "cpu_s": cpu, "latency": latency_summary(latencies)}

@@ -137,6 +137,20 @@ PATHS: dict[str, Any] = {
             "responses": {"200": json_response(ref("JobList"), "A page of its children."), **error_responses(400, 404)},
         },
     },
+    "/api/jobs/{id}/stream": {
+        "get": {
+            "summary": "Server-Sent Events of one job: its job and job-event events, then job-removed, which ends the stream",
+            "parameters": [
+                ID_PARAM,
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                {"name": "lastEventId", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "The job's events, until its removal.", "content": {"text/event-stream": {}}},
+                **error_responses(404),
+            },
+        }
+    },
     "/api/jobs/{id}/cancel": _job_action("Cancel a waiting, delayed, active or waiting-children job (and its descendants)"),
     "/api/jobs/{id}/retry": _job_action("Retry a failed or cancelled job"),
     "/api/jobs/{id}/promote": _job_action("Run a delayed job now"),

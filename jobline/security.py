@@ -45,7 +45,7 @@ def _same_origin(request: web.Request) -> bool:
 def _bearer(request: web.Request) -> bytes:
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else ""
-    if not given and request.path == "/api/jobs/stream":
+    if not given and request.path.startswith("/api/jobs/") and request.path.endswith("/stream"):  # the SSE streams
         given = request.query.get("access_token", "")
     try:
         return given.encode("utf-8", "surrogateescape")

@@ -96,7 +96,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 # Redis Cluster (tests/cluster.py), started once, when a test first needs it.
 BOTH_BACKENDS = {
     "test_api_jobs", "test_worker", "test_stream", "test_admin", "test_unique", "test_limits", "test_flows", "test_schedules",
-    "test_search", "test_failure_groups",
+    "test_search", "test_failure_groups", "test_job_stream", "test_stream_scale",
 }
 
 

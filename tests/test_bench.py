@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "client", "w1", "w2", "w3", "http", "listing", "fanout", "memory", "rediscost", "batch", "retention", "flow",
-    "schedules", "search",
+    "schedules", "search", "jobstreams",
 }  # fmt: skip
 
 
