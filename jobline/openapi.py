@@ -102,8 +102,8 @@ PATHS: dict[str, Any] = {
                 {"name": "tag", "in": "query", "description": "Jobs with this tag; repeat it: all must match.",
                  "style": "form", "explode": True,
                  "schema": {"type": "array", "maxItems": v.MAX_TAGS, "items": {"type": "string", "pattern": v.TAG_RE.pattern}}},
-                {"name": "failureGroup", "in": "query", "description": "Failed jobs of this failure group.",
-                 "schema": {"type": "string", "pattern": v.FINGERPRINT_RE.pattern}},
+                {"name": "failureGroup", "in": "query", "description": "Failed jobs of this failure group (empty: no filter).",
+                 "schema": {"type": "string", "pattern": "^([0-9a-f]{16})?$"}},
                 *PAGE_PARAMS,
             ],  # fmt: skip
             "responses": {"200": json_response(ref("JobList"), "A page of jobs."), **error_responses(400)},
